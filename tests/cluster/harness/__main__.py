@@ -1,0 +1,58 @@
+"""`python -m tests.cluster.harness binaries | up | demo` (what `make cluster-binaries`, `make cluster`
+and `make demo` run)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.cluster.harness import demo
+from tests.cluster.harness.binaries import BuildError, ensure_binaries
+from tests.cluster.harness.control_plane import LocalCluster
+
+STATE_DIR = Path(".cluster")
+
+
+def _up() -> int:
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    with LocalCluster(workdir=STATE_DIR.resolve()) as cluster:
+        print(f"\nControl plane ready in {cluster.timings['total']:.1f} s. In another shell:\n")
+        print(f"  export KUBECONFIG={cluster.kubeconfig}")
+        print(f"  export PATH={cluster.bin_dir}:$PATH\n")
+        print(cluster.kubectl("get", "nodes", "-L", demo.POOL_COLUMNS))
+        print("Logs are in", cluster.workdir / "logs", "- press Ctrl-C to stop the cluster.", flush=True)
+        try:
+            while True:
+                signal.pause()
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.harness")
+    parser.add_argument("command", choices=["binaries", "up", "demo"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "binaries":
+            started = time.monotonic()
+            print(ensure_binaries())
+            print(f"[cluster-binaries] ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+            return 0
+        if args.command == "up":
+            return _up()
+        return demo.run()
+    except BuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

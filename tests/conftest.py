@@ -1,0 +1,70 @@
+"""Shared pytest setup: tiers by folder, warnings as errors (pyproject), and CI's tier checks.
+
+Tiers: ``unit`` (tests/unit, tests/contract), ``cluster`` (tests/cluster: the real control plane),
+``e2e`` (tests/e2e: kind, needs Docker), ``gpu`` (tests/gpu: opt-in with ``--gpu``).
+``GEMMA_REQUIRE_TIERS=unit,cluster`` (set by CI) fails the run when a named tier selected no test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TIER_FOLDERS = {"cluster": "cluster", "e2e": "e2e", "gpu": "gpu"}
+TESTS_ROOT = Path(__file__).parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--gpu", action="store_true", default=False, help="run the gpu tier (needs an accelerator)"
+    )
+
+
+def docker_unavailable_reason() -> str | None:
+    """Why kind cannot run here, or None when a Docker engine answers."""
+    if shutil.which("docker") is None:
+        return "kind e2e skipped: no docker command on this machine"
+    try:
+        subprocess.run(["docker", "info"], capture_output=True, check=True, timeout=20)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return "kind e2e skipped: the docker client is installed but no Docker engine answers"
+    return None
+
+
+def tier_of(item: pytest.Item) -> str:
+    relative = Path(str(item.path)).relative_to(TESTS_ROOT)
+    return TIER_FOLDERS.get(relative.parts[0], "unit")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    docker_reason: str | None = None
+    for item in items:
+        tier = tier_of(item)
+        if tier != "unit":
+            item.add_marker(getattr(pytest.mark, tier))
+    # Markers are added before `-m` deselection runs, so `-m 'not cluster'` works on folders too.
+    if any(tier_of(item) == "e2e" for item in items):
+        docker_reason = docker_unavailable_reason()
+    for item in items:
+        tier = tier_of(item)
+        if tier == "e2e" and docker_reason:
+            item.add_marker(pytest.mark.skip(reason=docker_reason))
+        if tier == "gpu" and not config.getoption("--gpu"):
+            item.add_marker(
+                pytest.mark.skip(reason="gpu tier skipped: pass --gpu on a machine with an accelerator")
+            )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    required = [t for t in os.environ.get("GEMMA_REQUIRE_TIERS", "").split(",") if t]
+    counts: dict[str, int] = {}
+    for item in session.items:
+        counts[tier_of(item)] = counts.get(tier_of(item), 0) + 1
+    empty = [tier for tier in required if counts.get(tier, 0) == 0]
+    if empty:
+        raise pytest.UsageError(f"GEMMA_REQUIRE_TIERS: no test selected in tier(s) {', '.join(empty)}")
