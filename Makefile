@@ -56,8 +56,12 @@ test: $(STAMP) ## Run the tests: unit, runtime and cluster tiers (builds the clu
 test-unit: $(STAMP) ## Run only the tests that need no control plane.
 	$(PY) -m pytest -m 'not cluster' $(PYTEST_ARGS)
 
+.PHONY: manifests
+manifests: $(STAMP) ## Generate crds/ from the pydantic models in gemma_operator.api.
+	$(VENV)/bin/gemma-operator crds --output-dir crds
+
 .PHONY: verify
-verify: $(STAMP) ## Regenerate everything generated and fail if git sees a difference.
+verify: manifests ## Regenerate everything generated and fail if git sees a difference.
 	git diff --exit-code
 	test -z "$$(git status --porcelain --untracked-files=all)" || { git status --short; exit 1; }
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
+from tests.api_cases import REPO
 from tests.cluster.harness.binaries import BuildError, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
 
@@ -60,3 +61,13 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: LocalCluster) -> LocalCluster:
+    """The generated CRDs, installed from crds/ and Established."""
+    cluster.kubectl("apply", "--server-side", "--field-manager=gemma-tests", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/gemmaservers.gemma.ai", "crd/gemmatrainings.gemma.ai"
+    )
+    return cluster
