@@ -75,6 +75,7 @@ INVALID = [
     Invalid("server-2x4-two-hosts", TPU_SERVER, {"accelerator": {"chipsPerHost": 4}}, "spec.accelerator.topology", "runs on one host", "runs on one host"),
     Invalid("negative-replicas", TINY_SERVER, {"replicas": -1}, "spec.replicas", "greater than or equal to 0", "greater than or equal to 0"),
     Invalid("autoscaling-min-max", TINY_SERVER, {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas", "minReplicas must not exceed maxReplicas", "minReplicas must not exceed maxReplicas"),
+    Invalid("autoscaling-two-targets", TINY_SERVER, {"autoscaling": {"maxReplicas": 3, "targetQueueDepth": 4, "targetBatchOccupancy": 80}}, "spec.autoscaling.targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy"),
     Invalid("unknown-field", TINY_SERVER, {"replica": 2}, "spec.replica", "unknown field", "unknown field"),
     Invalid("checkpoint-required", TINY_SERVER, {"model": {"variant": "gemma-7b"}}, "spec.model.checkpoint", "checkpoint is required for every variant but tiny", "checkpoint is required for every variant but tiny"),
     Invalid("checkpoint-scheme", TPU_SERVER, {"model": {"checkpoint": {"uri": "s3://bucket/gemma"}}}, "spec.model.checkpoint.uri", "should match", "should match pattern"),

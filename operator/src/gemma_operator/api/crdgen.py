@@ -184,7 +184,9 @@ def render_crds() -> dict[str, str]:
 def write_crds(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_crds().items():
+    from gemma_operator.api.reference import render_reference
+
+    for name, text in [*render_crds().items(), ("REFERENCE.md", render_reference())]:
         path = folder / name
         path.write_text(text)
         written.append(path)

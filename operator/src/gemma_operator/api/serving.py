@@ -23,7 +23,12 @@ class Autoscaling(ApiModel):
                     "self.minReplicas <= self.maxReplicas",
                     "minReplicas must not exceed maxReplicas",
                     ".minReplicas",
-                )
+                ),
+                cel.rule(
+                    "!(has(self.targetQueueDepth) && has(self.targetBatchOccupancy))",
+                    "set at most one of targetQueueDepth and targetBatchOccupancy",
+                    ".targetBatchOccupancy",
+                ),
             ]
         )
     )
@@ -46,6 +51,8 @@ class Autoscaling(ApiModel):
     def _check(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise FieldError("minReplicas", "minReplicas must not exceed maxReplicas")
+        if self.target_queue_depth is not None and self.target_batch_occupancy is not None:
+            raise FieldError("targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy")
         return self
 
 

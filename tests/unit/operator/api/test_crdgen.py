@@ -11,6 +11,7 @@ import yaml
 
 from gemma_operator.api import KINDS, crdgen
 from gemma_operator.api.cel import slice_matches
+from gemma_operator.api.reference import render_reference
 from gemma_operator.api.v1alpha1 import SERVER, TRAINING
 from tests.api_cases import REPO
 
@@ -92,9 +93,17 @@ def test_printer_columns_and_subresources() -> None:
     assert "scale" not in training["versions"][0]["subresources"]
 
 
-def test_committed_crds_match_the_models() -> None:
-    for name, text in crdgen.render_crds().items():
+def test_committed_crds_and_reference_match_the_models() -> None:
+    generated = {**crdgen.render_crds(), "REFERENCE.md": render_reference()}
+    for name, text in generated.items():
         assert (REPO / "crds" / name).read_text() == text, f"crds/{name} is stale: run make manifests"
+
+
+def test_reference_documents_every_field_and_the_accelerator_table() -> None:
+    text = render_reference()
+    assert "| `spec.accelerator.chipsPerHost` | integer |" in text
+    assert "| `status.progress.mfu` | number |" in text
+    assert "| `v5e` | `tpu-v5-lite-podslice` | `2x4` | 8 | 4 | 2 | `ct5lp-hightpu-4t` |" in text
 
 
 def test_a_field_rule_adds_to_the_rules_of_its_type() -> None:
