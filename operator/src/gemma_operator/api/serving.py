@@ -52,7 +52,9 @@ class Autoscaling(ApiModel):
         if self.min_replicas > self.max_replicas:
             raise FieldError("minReplicas", "minReplicas must not exceed maxReplicas")
         if self.target_queue_depth is not None and self.target_batch_occupancy is not None:
-            raise FieldError("targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy")
+            raise FieldError(
+                "targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy"
+            )
         return self
 
 
