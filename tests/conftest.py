@@ -1,6 +1,7 @@
 """Shared pytest setup: tiers by folder, warnings as errors (pyproject), and CI's tier checks.
 
-Tiers: ``unit`` (tests/unit, tests/contract), ``cluster`` (tests/cluster: the real control plane),
+Tiers: ``unit`` (tests/unit, tests/contract), ``runtime`` (tests/runtime: JAX on CPU, parity against
+reference implementations in their own cached venvs), ``cluster`` (tests/cluster: the real control plane),
 ``e2e`` (tests/e2e: kind, needs Docker), ``gpu`` (tests/gpu: opt-in with ``--gpu``).
 ``GEMMA_REQUIRE_TIERS=unit,cluster`` (set by CI) fails the run when a named tier selected no test.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TIER_FOLDERS = {"cluster": "cluster", "e2e": "e2e", "gpu": "gpu"}
+TIER_FOLDERS = {"runtime": "runtime", "cluster": "cluster", "e2e": "e2e", "gpu": "gpu"}
 TESTS_ROOT = Path(__file__).parent
 
 

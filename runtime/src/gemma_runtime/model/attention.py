@@ -1,0 +1,124 @@
+"""Multi-query / grouped-query / multi-head attention with RoPE, optional QK-norm, logit soft-capping,
+sliding windows and a key/value cache.
+
+The cache holds, per layer, keys and values in slots plus the absolute position stored in each slot
+(-1 when empty). Global layers get one slot per position; local (sliding-window) layers only a ring of
+``sliding_window`` slots, which is all they ever read.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gemma_runtime.model.config import AttentionType, TransformerConfig
+from gemma_runtime.model.layers import RMSNorm, apply_rope, param, softcap
+
+Array = jax.Array
+MASK_VALUE = -2.3819763e38  # the official implementation's large negative, not -inf
+
+
+class LayerCache(TypedDict):
+    k: Array  # [B, S, K, H]
+    v: Array  # [B, S, K, H]
+    pos: Array  # [B, S] int32, absolute position held by each slot, -1 when empty
+
+
+def cache_slots(config: TransformerConfig, attn_type: AttentionType, max_len: int) -> int:
+    if attn_type == AttentionType.LOCAL and config.sliding_window:
+        return min(config.sliding_window, max_len)
+    return max_len
+
+
+def init_layer_cache(
+    config: TransformerConfig, attn_type: AttentionType, batch: int, max_len: int, dtype: jnp.dtype
+) -> LayerCache:
+    slots = cache_slots(config, attn_type, max_len)
+    shape = (batch, slots, config.num_kv_heads, config.head_dim)
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "pos": jnp.full((batch, slots), -1, jnp.int32),
+    }
+
+
+def attention_mask(
+    q_pos: Array, k_pos: Array, window: int | None, q_seg: Array | None, k_seg: Array | None
+) -> Array:
+    """[B, T, S] bool: causal by absolute position, inside the window, same non-padding segment."""
+    allowed = (k_pos[:, None, :] <= q_pos[:, :, None]) & (k_pos[:, None, :] >= 0)
+    if window is not None:
+        allowed &= k_pos[:, None, :] > q_pos[:, :, None] - window
+    if q_seg is not None and k_seg is not None:
+        allowed &= (q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] != 0)
+    return allowed
+
+
+class Attention(nnx.Module):
+    def __init__(
+        self, config: TransformerConfig, attn_type: AttentionType, *, rngs: nnx.Rngs, param_dtype: jnp.dtype
+    ) -> None:
+        n, k, d, h = config.num_heads, config.num_kv_heads, config.embed_dim, config.head_dim
+        self.q = param(rngs, (n, d, h), ("heads", "embed", "head_dim"), param_dtype, d**-0.5)
+        self.k = param(rngs, (k, d, h), ("kv_heads", "embed", "head_dim"), param_dtype, d**-0.5)
+        self.v = param(rngs, (k, d, h), ("kv_heads", "embed", "head_dim"), param_dtype, d**-0.5)
+        self.o = param(rngs, (n, h, d), ("heads", "head_dim", "embed"), param_dtype, (n * h) ** -0.5)
+        if config.use_qk_norm:
+            self.query_norm = RMSNorm(h, eps=config.norm_eps, axis="head_dim", param_dtype=param_dtype)
+            self.key_norm = RMSNorm(h, eps=config.norm_eps, axis="head_dim", param_dtype=param_dtype)
+        self.config = config
+        self.attn_type = attn_type
+
+    def __call__(
+        self, x: Array, positions: Array, segment_ids: Array | None = None, cache: LayerCache | None = None
+    ) -> tuple[Array, LayerCache | None]:
+        cfg, dtype = self.config, x.dtype
+        q = jnp.einsum("BTD,NDH->BTNH", x, self.q[...].astype(dtype))
+        k = jnp.einsum("BSD,KDH->BSKH", x, self.k[...].astype(dtype))
+        v = jnp.einsum("BSD,KDH->BSKH", x, self.v[...].astype(dtype))
+        if cfg.use_qk_norm:
+            q, k = self.query_norm(q), self.key_norm(k)
+        local = self.attn_type == AttentionType.LOCAL
+        base = cfg.rope_base_local if local else cfg.rope_base_global
+        scale = 1.0 if local else cfg.rope_scale_global
+        q = apply_rope(q, positions, base=base, scale=scale) * jnp.asarray(cfg.query_scale, dtype)
+        k = apply_rope(k, positions, base=base, scale=scale)
+
+        k_all, v_all, k_pos, k_seg, q_seg = k, v, positions, segment_ids, segment_ids
+        if cache is not None:
+            # Attend over what the cache held plus this chunk, then store the chunk (a ring may be
+            # smaller than the chunk, so writing first could overwrite keys this chunk still needs).
+            k_all = jnp.concatenate([cache["k"].astype(dtype), k], axis=1)
+            v_all = jnp.concatenate([cache["v"].astype(dtype), v], axis=1)
+            k_pos = jnp.concatenate([cache["pos"], positions], axis=1)
+            k_seg = q_seg = None
+            cache = _write(cache, k, v, positions)
+
+        window = cfg.sliding_window if local else None
+        mask = attention_mask(positions, k_pos, window, q_seg, k_seg)  # [B, T, S]
+        b, t, n, h = q.shape
+        groups = n // cfg.num_kv_heads
+        q = q.reshape(b, t, cfg.num_kv_heads, groups, h)  # [B, T, K, G, H]
+        logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k_all, preferred_element_type=jnp.float32)
+        logits = softcap(logits, cfg.attn_logit_softcap)
+        logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
+        probs = jax.nn.softmax(logits, axis=-1).astype(dtype)  # [B, K, G, T, S]
+        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_all).reshape(b, t, n, h)  # [B, T, N, H]
+        return jnp.einsum("BTNH,NHD->BTD", out, self.o[...].astype(dtype)), cache
+
+
+def _write(cache: LayerCache, k: Array, v: Array, positions: Array) -> LayerCache:
+    """Store this chunk's keys and values in slot ``position % slots`` (a ring for local layers)."""
+    slots = cache["k"].shape[1]
+    if k.shape[1] > slots:  # only the newest `slots` positions can be kept
+        k, v, positions = k[:, -slots:], v[:, -slots:], positions[:, -slots:]
+    batch = jnp.arange(k.shape[0])[:, None]  # [B, 1]
+    index = positions % slots  # [B, T]
+    return {
+        "k": cache["k"].at[batch, index].set(k.astype(cache["k"].dtype)),
+        "v": cache["v"].at[batch, index].set(v.astype(cache["v"].dtype)),
+        "pos": cache["pos"].at[batch, index].set(positions.astype(jnp.int32)),
+    }

@@ -1,0 +1,103 @@
+"""The Gemma decoder: embed, N blocks of (attention, feed-forward) with pre- and optional post-norms,
+final norm, tied output projection, optional final soft-cap."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gemma_runtime.model.attention import Attention, LayerCache, init_layer_cache
+from gemma_runtime.model.config import AttentionType, TransformerConfig
+from gemma_runtime.model.layers import Embedder, FeedForward, RMSNorm, softcap
+
+Array = jax.Array
+Cache = list[LayerCache]
+
+
+class Block(nnx.Module):
+    def __init__(
+        self, config: TransformerConfig, attn_type: AttentionType, *, rngs: nnx.Rngs, param_dtype: jnp.dtype
+    ) -> None:
+        d, eps = config.embed_dim, config.norm_eps
+
+        def norm() -> RMSNorm:
+            return RMSNorm(d, eps=eps, axis="embed", param_dtype=param_dtype)
+
+        self.pre_attention_norm = norm()
+        self.attn = Attention(config, attn_type, rngs=rngs, param_dtype=param_dtype)
+        self.post_attention_norm = norm() if config.use_post_attn_norm else None
+        self.pre_ffw_norm = norm()
+        self.mlp = FeedForward(d, config.hidden_dim, rngs=rngs, param_dtype=param_dtype)
+        self.post_ffw_norm = norm() if config.use_post_ffw_norm else None
+
+    def __call__(
+        self, x: Array, positions: Array, segment_ids: Array | None, cache: LayerCache | None
+    ) -> tuple[Array, LayerCache | None]:
+        attn, cache = self.attn(self.pre_attention_norm(x), positions, segment_ids, cache)
+        if self.post_attention_norm is not None:
+            attn = self.post_attention_norm(attn)
+        x = x + attn
+        ffw = self.mlp(self.pre_ffw_norm(x))
+        if self.post_ffw_norm is not None:
+            ffw = self.post_ffw_norm(ffw)
+        return x + ffw, cache
+
+
+class Transformer(nnx.Module):
+    """``logits, cache = model(tokens, positions, cache=cache)``; tokens and positions are [B, T]."""
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype: jnp.dtype = jnp.float32,
+        dtype: jnp.dtype = jnp.float32,
+    ) -> None:
+        self.config = config
+        self.dtype = dtype
+        self.embedder = Embedder(config.vocab_size, config.embed_dim, rngs=rngs, param_dtype=param_dtype)
+        self.layers = nnx.List(
+            [Block(config, t, rngs=rngs, param_dtype=param_dtype) for t in config.attention_types]
+        )
+        self.final_norm = RMSNorm(
+            config.embed_dim, eps=config.norm_eps, axis="embed", param_dtype=param_dtype
+        )
+
+    def hidden(
+        self,
+        tokens: Array,
+        positions: Array | None = None,
+        *,
+        segment_ids: Array | None = None,
+        cache: Cache | None = None,
+    ) -> tuple[Array, Cache | None]:
+        """The final-normed hidden states [B, T, D] (before the output projection)."""
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        x = self.embedder.encode(tokens, self.dtype)  # [B, T, D]
+        new_cache: Cache | None = [] if cache is not None else None
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
+            if new_cache is not None and layer_cache is not None:
+                new_cache.append(layer_cache)
+        return self.final_norm(x), new_cache
+
+    def logits(self, hidden: Array) -> Array:
+        return softcap(self.embedder.decode(hidden).astype(jnp.float32), self.config.final_logit_softcap)
+
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array | None = None,
+        *,
+        segment_ids: Array | None = None,
+        cache: Cache | None = None,
+    ) -> tuple[Array, Cache | None]:
+        hidden, cache = self.hidden(tokens, positions, segment_ids=segment_ids, cache=cache)
+        return self.logits(hidden), cache
+
+    def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> Cache:
+        dtype = dtype or self.dtype
+        return [init_layer_cache(self.config, t, batch, max_len, dtype) for t in self.config.attention_types]

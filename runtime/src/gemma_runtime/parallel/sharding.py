@@ -1,0 +1,66 @@
+"""One table maps every logical axis name used by the model to mesh axes (``data``, ``fsdp``,
+``tensor``), as MaxText's logical-axis rules do: weights are sharded over ``fsdp`` along the embedding
+and over ``tensor`` along heads, MLP and vocabulary; batches over ``data`` and ``fsdp``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MeshAxes = str | tuple[str, ...] | None
+
+LOGICAL_AXIS_RULES: Mapping[str, MeshAxes] = {
+    "batch": ("data", "fsdp"),
+    "sequence": None,
+    "embed": "fsdp",
+    "vocab": "tensor",
+    "mlp": "tensor",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "head_dim": None,
+}
+
+
+def partition_spec(logical_axes: tuple[str | None, ...], mesh: Mesh | None = None) -> PartitionSpec:
+    """Mesh axes for one array's logical axes. Mesh axes of size 1 are dropped; an axis whose size the
+    mesh does not divide stays replicated (e.g. 1 KV head under tensor parallelism)."""
+    axes = []
+    for name in logical_axes:
+        mapped = LOGICAL_AXIS_RULES.get(name) if name else None
+        if mesh is not None and mapped is not None:
+            names = (mapped,) if isinstance(mapped, str) else mapped
+            names = tuple(a for a in names if mesh.shape[a] > 1)
+            mapped = None if not names else names[0] if len(names) == 1 else names
+        axes.append(mapped)
+    return PartitionSpec(*axes)
+
+
+def _fits(shape: tuple[int, ...], spec: PartitionSpec, mesh: Mesh) -> PartitionSpec:
+    fixed = []
+    for dim, axes in zip(shape, spec, strict=False):
+        names = () if axes is None else (axes,) if isinstance(axes, str) else axes
+        size = 1
+        for a in names:
+            size *= mesh.shape[a]
+        fixed.append(axes if dim % size == 0 else None)
+    return PartitionSpec(*fixed)
+
+
+def param_shardings(model_state: nnx.State[str, Any], mesh: Mesh) -> Any:
+    """A NamedSharding for every parameter, from its ``logical_axes`` metadata."""
+
+    def one(variable: nnx.Variable[jax.Array]) -> NamedSharding:
+        axes = variable.get_metadata().get("logical_axes", ())
+        spec = _fits(variable.shape, partition_spec(axes, mesh), mesh)
+        return NamedSharding(mesh, spec)
+
+    return jax.tree.map(one, model_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """[batch, sequence, ...] arrays: batch over data and fsdp."""
+    return NamedSharding(mesh, partition_spec(("batch",) + (None,) * (ndim - 1), mesh))

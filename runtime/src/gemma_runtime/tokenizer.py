@@ -1,0 +1,224 @@
+"""Gemma's SentencePiece tokenizer, its chat template, and training of small tokenizers.
+
+Special ids are always looked up by piece: Gemma 1/2 and Gemma 3 put the turn markers at different ids,
+and our own tiny tokenizer at yet others. No JAX here, so the server and data tools import this cheaply.
+
+Regenerate the packaged tiny tokenizer with ``python -m gemma_runtime.tokenizer build-tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+import sentencepiece as spm
+
+PAD_PIECE = "<pad>"
+EOS_PIECE = "<eos>"
+BOS_PIECE = "<bos>"
+UNK_PIECE = "<unk>"
+START_OF_TURN = "<start_of_turn>"
+END_OF_TURN = "<end_of_turn>"
+
+CHAT_ROLES = ("system", "user", "assistant")
+# Gemma calls the assistant "model" in its turns and has no system turn at all.
+_TURN_NAMES = {"user": "user", "assistant": "model"}
+
+TINY_VOCAB_SIZE = 1024
+TINY_TOKENIZER = "tiny_tokenizer.model"
+SAMPLE_CORPUS = "sample.txt"
+# The source tree's data folder: build-tiny rewrites the file that is checked in, not an installed copy.
+_SOURCE_DATA = Path(__file__).parent / "data"
+
+
+class Tokenizer:
+    """A SentencePiece model with Gemma's special pieces (``<pad>``, ``<eos>``, ``<bos>``, ``<unk>``,
+    ``<start_of_turn>``, ``<end_of_turn>``), each required and found by piece, not by a fixed id."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            proto = self.path.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"tokenizer model not found: {self.path}") from None
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(proto)
+        except (RuntimeError, OSError) as error:
+            raise ValueError(f"{self.path} is not a SentencePiece model ({error})") from error
+        self.vocab_size: int = self._sp.get_piece_size()
+        self.pad_id = self._piece_id(PAD_PIECE)
+        self.eos_id = self._piece_id(EOS_PIECE)
+        self.bos_id = self._piece_id(BOS_PIECE)
+        self.unk_id = self._piece_id(UNK_PIECE)
+        self.start_of_turn_id = self._piece_id(START_OF_TURN)
+        self.end_of_turn_id = self._piece_id(END_OF_TURN)
+        # Generation ends at either: a bare completion emits <eos>, a chat answer closes its turn.
+        self.stop_ids: tuple[int, ...] = (self.eos_id, self.end_of_turn_id)
+        self._special_ids = frozenset(
+            (self.pad_id, self.eos_id, self.bos_id, self.start_of_turn_id, self.end_of_turn_id)
+        )
+
+    @classmethod
+    def tiny(cls) -> Tokenizer:
+        """The packaged tokenizer of the ``tiny`` model preset (vocabulary 1024)."""
+        resource = resources.files("gemma_runtime") / "data" / TINY_TOKENIZER
+        with resources.as_file(resource) as path:
+            return cls(path)  # the model is read eagerly, so a temporary extraction may vanish after
+
+    def _piece_id(self, piece: str) -> int:
+        # piece_to_id answers unk's id for an unknown piece, so check the round trip.
+        piece_id: int = self._sp.piece_to_id(piece)
+        if self._sp.id_to_piece(piece_id) != piece:
+            raise ValueError(f"{self.path}: the SentencePiece model has no {piece!r} piece")
+        return piece_id
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
+
+    def encode(self, text: str, *, add_bos: bool = True, add_eos: bool = False) -> list[int]:
+        """Token ids of ``text``; turn markers written in the text become their single ids."""
+        ids: list[int] = list(self._sp.encode(text, out_type=int))
+        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
+        """Text of ``ids``; pad, bos, eos, the turn markers and other control pieces are dropped unless
+        ``skip_special`` is false. Accepts NumPy integers as well as ints."""
+        kept: list[int] = []
+        for raw in ids:
+            token = int(raw)
+            if not 0 <= token < self.vocab_size:
+                raise ValueError(f"token id {token} is outside the vocabulary (size {self.vocab_size})")
+            if skip_special and (token in self._special_ids or self._sp.is_control(token)):
+                continue
+            kept.append(token)
+        if skip_special:
+            return str(self._sp.decode(kept))
+        # SentencePiece always hides control pieces when decoding, so spell them out one by one.
+        return "".join(
+            self._sp.id_to_piece(token) if self._sp.is_control(token) else self._sp.decode([token])
+            for token in kept
+        )
+
+    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Ids of :func:`chat_prompt`, with one bos id (``<bos>`` is a control piece, not parsed text)."""
+        prompt = chat_prompt(messages)
+        return self.encode(prompt.removeprefix(BOS_PIECE), add_bos=True)
+
+
+def chat_prompt(messages: Sequence[Mapping[str, str]]) -> str:
+    """Gemma's chat template: ``<bos>``, then ``<start_of_turn>{user|model}\\n{text}<end_of_turn>\\n``
+    per message, then an open ``<start_of_turn>model\\n`` for the answer.
+
+    Messages are ``{"role": ..., "content": ...}`` with roles ``system``, ``user`` and ``assistant``.
+    Gemma has no system turn, so a leading system message is folded into the first user turn, separated
+    by a blank line. As in Gemma's own template, content is stripped and turns must alternate, starting
+    and ending with the user.
+    """
+    if not messages:
+        raise ValueError("a chat needs at least one user message")
+    system: str | None = None
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        role, content = _role_and_content(index, message)
+        if role == "system":
+            if index != 0:
+                raise ValueError(f"message {index}: only the first message may have the role 'system'")
+            system = content
+            continue
+        expected = "user" if len(turns) % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(
+                f"message {index}: expected role {expected!r}, got {role!r}; "
+                "turns alternate user, assistant, user, ... after an optional system message"
+            )
+        turns.append((role, content))
+    if not turns or turns[-1][0] != "user":
+        raise ValueError("a chat prompt must end with a user message, which the model then answers")
+    if system is not None:
+        turns[0] = ("user", f"{system}\n\n{turns[0][1]}")
+    body = "".join(f"{START_OF_TURN}{_TURN_NAMES[role]}\n{text}{END_OF_TURN}\n" for role, text in turns)
+    return f"{BOS_PIECE}{body}{START_OF_TURN}model\n"
+
+
+def _role_and_content(index: int, message: Mapping[str, str]) -> tuple[str, str]:
+    try:
+        role, content = message["role"], message["content"]
+    except KeyError as missing:
+        raise ValueError(f"message {index} has no {missing.args[0]!r} key") from None
+    if role not in CHAT_ROLES:
+        valid = ", ".join(repr(name) for name in CHAT_ROLES)
+        raise ValueError(f"message {index} has the unknown role {role!r}; valid roles are {valid}")
+    return role, content.strip()
+
+
+def train_tokenizer(corpus: Path | list[Path], output_prefix: Path, vocab_size: int) -> Path:
+    """Train a SentencePiece BPE model with Gemma's conventions and write ``{output_prefix}.model``.
+
+    Ids pad 0, eos 1, bos 2, unk 3; the turn markers are user-defined pieces (so they are recognised in
+    text); byte fallback, split digits, no normalisation and no dummy prefix, as Gemma's tokenizer.
+    The result is byte-for-byte reproducible: one thread, every line used in order, and the corpus fed
+    from memory so no file name is recorded in the model.
+    """
+    paths = [corpus] if isinstance(corpus, Path) else list(corpus)
+    lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"the tokenizer corpus is empty: {', '.join(map(str, paths))}")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece=PAD_PIECE,
+        eos_piece=EOS_PIECE,
+        bos_piece=BOS_PIECE,
+        unk_piece=UNK_PIECE,
+        user_defined_symbols=[START_OF_TURN, END_OF_TURN],
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        allow_whitespace_only_pieces=True,
+        num_threads=1,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
+    output = Path(f"{output_prefix}.model")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(model.getvalue())
+    return output
+
+
+def build_tiny(data_dir: Path = _SOURCE_DATA) -> Path:
+    """Retrain ``data/tiny_tokenizer.model`` from ``data/sample.txt``."""
+    prefix = data_dir / TINY_TOKENIZER.removesuffix(".model")
+    return train_tokenizer(data_dir / SAMPLE_CORPUS, prefix, TINY_VOCAB_SIZE)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gemma_runtime.tokenizer")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build = commands.add_parser("build-tiny", help=f"retrain {TINY_TOKENIZER} from {SAMPLE_CORPUS}")
+    build.add_argument(
+        "--data-dir", type=Path, default=_SOURCE_DATA, help="folder with the corpus (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    output = build_tiny(args.data_dir)
+    print(f"wrote {output} ({output.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
