@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from gemma_runtime import __version__
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from gemma_runtime.checkpoint import CheckpointError, Format, load_model, store
+
+    started = time.monotonic()
+    try:
+        model = load_model(Path(args.checkpoint), variant=args.variant, format=args.format and Format(args.format))
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    output = store.save(model, Path(args.output))
+    seconds = time.monotonic() - started
+    print(f"wrote {output} ({model.config.name}, {model.config.param_count() / 1e9:.3f} B parameters) in {seconds:.1f} s")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="JAX runtime for Gemma: train and serve on TPU, GPU or CPU.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    convert = commands.add_parser(
+        "convert",
+        help="convert a Hugging Face or official Gemma checkpoint to the runtime's Orbax format",
+        description="Read a Hugging Face safetensors directory (config.json defines the model) or an "
+        "official Gemma JAX Orbax checkpoint (give --variant) and write the runtime's own format.",
+    )
+    convert.add_argument("checkpoint", help="source checkpoint directory")
+    convert.add_argument("-o", "--output", required=True, help="output directory")
+    convert.add_argument("--format", choices=["safetensors", "orbax", "gemma-runtime"], help="default: detected")
+    convert.add_argument("--variant", help="model variant for official Orbax checkpoints, e.g. gemma-2b")
+    convert.set_defaults(func=_convert)
     return parser
 
 
@@ -24,4 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
