@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -80,12 +81,12 @@ def test_unknown_model_type_is_refused() -> None:
         config_from_hf({**HF_GEMMA3, "model_type": "llama"})
 
 
-def _official_tree(config_mha: bool, transposed: bool) -> tuple[dict, dict[str, np.ndarray]]:
+def _official_tree(config_mha: bool, transposed: bool) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A random official-layout tree for a tiny Gemma 1 config, and the tensors ours should get."""
     config = tiny_config(1, num_kv_heads=4 if config_mha else 1)
     model = Transformer(config, rngs=nnx.Rngs(3))
     ours = flat_params(model)
-    tree: dict = {
+    tree: dict[str, Any] = {
         "embedder": {"input_embedding": ours["embedder.input_embedding"]},
         "final_norm": {"scale": ours["final_norm.scale"]},
     }

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gemma_runtime import __version__
+from gemma_runtime.config import CheckpointFormat
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -17,13 +18,15 @@ def _convert(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
-        model = load_model(Path(args.checkpoint), variant=args.variant, format=args.format and Format(args.format))
+        source_format = Format(args.format) if args.format else None
+        model = load_model(Path(args.checkpoint), variant=args.variant, format=source_format)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     output = store.save(model, Path(args.output))
     seconds = time.monotonic() - started
-    print(f"wrote {output} ({model.config.name}, {model.config.param_count() / 1e9:.3f} B parameters) in {seconds:.1f} s")
+    billions = model.config.param_count() / 1e9
+    print(f"wrote {output} ({model.config.name}, {billions:.3f} B parameters) in {seconds:.1f} s")
     return 0
 
 
@@ -43,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("checkpoint", help="source checkpoint directory")
     convert.add_argument("-o", "--output", required=True, help="output directory")
-    convert.add_argument("--format", choices=["safetensors", "orbax", "gemma-runtime"], help="default: detected")
+    convert.add_argument(
+        "--format", choices=[f.value for f in CheckpointFormat], help="source format (default: detected)"
+    )
     convert.add_argument("--variant", help="model variant for official Orbax checkpoints, e.g. gemma-2b")
     convert.set_defaults(func=_convert)
     return parser
@@ -55,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=log_format)
     result: int = args.func(args)
     return result

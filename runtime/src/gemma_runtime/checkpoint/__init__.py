@@ -3,7 +3,6 @@ format, and one ``load_model`` that recognises each."""
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from pathlib import Path
@@ -12,15 +11,10 @@ import jax.numpy as jnp
 
 from gemma_runtime.checkpoint import hf, official, store
 from gemma_runtime.checkpoint.params import CheckpointError, load
+from gemma_runtime.config import CheckpointFormat as Format
 from gemma_runtime.model import Transformer, TransformerConfig, preset
 
 log = logging.getLogger(__name__)
-
-
-class Format(enum.StrEnum):
-    OURS = "gemma-runtime"
-    SAFETENSORS = "safetensors"
-    ORBAX = "orbax"  # the official Gemma JAX release
 
 
 def detect(path: Path) -> Format:
