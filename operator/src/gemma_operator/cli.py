@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,34 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    from gemma_operator.offline import render_file
+
+    text, problems = render_file(Path(args.file), namespace=args.namespace)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    sys.stdout.write(text)
+    return 1 if problems else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import gemma_operator.handlers  # noqa: F401 - registers the handlers
+    from gemma_operator.config import Settings
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and our client alike
+    settings = Settings.from_env()
+    namespaces = args.namespace or list(settings.namespaces)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)
+    health = (
+        f"http://{settings.bind_address}:{settings.health_port}/healthz" if settings.health_port else None
+    )
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=health)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gemma-operator",
@@ -28,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the operator against the current cluster")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run.set_defaults(func=_run)
+    render = commands.add_parser("render", help="print the children a resource file would get, offline")
+    render.add_argument(
+        "-f", "--file", required=True, help="YAML file with GemmaServer/GemmaTraining documents"
+    )
+    render.add_argument("-n", "--namespace", default="default", help="namespace to render into")
+    render.set_defaults(func=_render)
     crds = commands.add_parser("crds", help="print or write the CustomResourceDefinitions")
     crds.add_argument("-o", "--output-dir", help="write one YAML file per CRD into this folder")
     crds.set_defaults(func=_crds)

@@ -89,7 +89,7 @@ V5E_2X4 = tpu_pool(
     "v5e-2x4",
     "tpu-v5-lite-podslice",
     "2x4",
-    hosts=1,
+    hosts=2,  # two single-host 2x4 slices: room for a two-replica server
     chips=8,
     machine_type="ct5lp-hightpu-8t",
     cpu="224",

@@ -87,7 +87,7 @@ def test_default_pools_cover_the_issue_shapes() -> None:
         ("tpu-v6e-slice", "2x4"),
     } <= shapes
     assert nodes.L4.extended == {"nvidia.com/gpu": "2"}
-    assert sum(p.hosts for p in nodes.DEFAULT_POOLS) == 12
+    assert sum(p.hosts for p in nodes.DEFAULT_POOLS) == 13
 
 
 def _stages() -> dict[str, dict[str, Any]]:

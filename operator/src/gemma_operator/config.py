@@ -1,0 +1,58 @@
+"""Operator settings: typed, documented, read from the environment here and nowhere else.
+
+Every variable is ``GEMMA_OPERATOR_<FIELD>`` (upper case), e.g. ``GEMMA_OPERATOR_NAMESPACES=team-a,team-b``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty watches the whole cluster (needs cluster-wide RBAC)."""
+    runtime_image: str = "ghcr.io/gemma-operator/gemma-runtime:0.1.0"
+    """Image of the pods' runtime container, unless a resource sets spec.image."""
+    image_pull_policy: str = "IfNotPresent"
+    """Pull policy of the runtime container."""
+    field_manager: str = "gemma-operator"
+    """Server-side apply field manager: one owner for every field the operator writes."""
+    log_level: str = "INFO"
+    """Operator log level."""
+    bind_address: str = "0.0.0.0"
+    """Address the health and metrics endpoints listen on (tests use 127.0.0.1)."""
+    health_port: int = 8080
+    """Port of the operator's /healthz liveness endpoint (0 disables it)."""
+    metrics_port: int = 9090
+    """Port of the operator's Prometheus /metrics (0 disables it)."""
+    resync_seconds: float = 30.0
+    """Seconds between status refreshes of each resource when nothing else triggers one."""
+    stats_timeout_seconds: float = 1.0
+    """Timeout, in seconds, of one pull of a pod's /stats or /progress."""
+    runtime_port: int = 8000
+    """Port the runtime serves its HTTP API and metrics on inside pods."""
+    cpu_request: str = "2"
+    """CPU requested by a runtime pod on a CPU node pool when spec.pod.resources does not say."""
+    memory_request: str = "4Gi"
+    """Memory requested by a runtime pod on a CPU node pool when spec.pod.resources does not say."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"GEMMA_OPERATOR_{field.name.upper()}")
+            if raw is None:
+                continue
+            if field.name == "namespaces":
+                values[field.name] = tuple(n.strip() for n in raw.split(",") if n.strip())
+            elif field.type in ("int", int):
+                values[field.name] = int(raw)
+            elif field.type in ("float", float):
+                values[field.name] = float(raw)
+            else:
+                values[field.name] = raw
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""A GemmaServer's status from its Deployment, its pods and their /stats: Ready only when the
+requested replicas serve, Progressing during a rollout, Degraded with the real reason (the scheduler's
+message, a crash loop, an image that cannot be pulled, out of memory)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gemma_operator.api.conditions import DEGRADED, PROGRESSING, READY, SUSPENDED
+from gemma_operator.reconcile.conditions import Cond, merge
+
+BAD_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+}
+WARNINGS = {READY: False, DEGRADED: True}  # which status of a condition is bad news
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What the operator saw of one GemmaServer's children."""
+
+    desired_replicas: int
+    deployment: Mapping[str, Any] | None
+    pods: Sequence[Mapping[str, Any]]
+    stats: Sequence[Mapping[str, Any]] = ()
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of the first thing keeping a pod from serving, if any."""
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name", "?")
+        status = pod.get("status", {})
+        for cond in status.get("conditions", []):
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
+        for container in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
+            waiting = container.get("state", {}).get("waiting", {})
+            where = f"pod {name} container {container.get('name')}"
+            if waiting.get("reason") in BAD_WAITING:
+                return str(waiting["reason"]), f"{where}: {waiting.get('message', waiting['reason'])}"
+            last = container.get("lastState", {}).get("terminated", {})
+            if last.get("reason") == "OOMKilled":
+                return (
+                    "OOMKilled",
+                    f"{where} ran out of memory (OOMKilled): raise spec.pod.resources.limits.memory",
+                )
+    return None
+
+
+def conditions(suspended: bool, observed: Observed) -> list[Cond]:
+    deployment = observed.deployment or {}
+    dstatus = deployment.get("status", {})
+    want = observed.desired_replicas
+    ready = int(dstatus.get("readyReplicas", 0) or 0)
+    updated = int(dstatus.get("updatedReplicas", 0) or 0)
+    total = int(dstatus.get("replicas", 0) or 0)
+    current = deployment and deployment.get("metadata", {}).get("generation") == dstatus.get(
+        "observedGeneration"
+    )
+    problem = pod_problem(observed.pods)
+    deadline = next(
+        (
+            c
+            for c in dstatus.get("conditions", [])
+            if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+        ),
+        None,
+    )
+    if suspended:
+        return [
+            Cond(READY, False, "Suspended", "spec.suspend is true: scaled to zero"),
+            Cond(PROGRESSING, False, "Suspended", ""),
+            Cond(DEGRADED, False, "Suspended", ""),
+            Cond(SUSPENDED, True, "Suspended", "spec.suspend is true: scaled to zero"),
+        ]
+    serving = (
+        bool(deployment)
+        and bool(current)
+        and want > 0
+        and ready >= want
+        and updated >= want
+        and total == updated
+    )
+    rolling = not serving and not (deployment and want == 0 and total == 0)
+    if problem is not None:
+        degraded = Cond(DEGRADED, True, problem[0], problem[1])
+    elif deadline is not None:
+        degraded = Cond(DEGRADED, True, "ProgressDeadlineExceeded", str(deadline.get("message", "")))
+    else:
+        degraded = Cond(DEGRADED, False, "AsExpected", "")
+    if serving:
+        ready_cond = Cond(READY, True, "Serving", f"{ready}/{want} replicas serve")
+    elif want == 0:
+        ready_cond = Cond(READY, False, "ScaledToZero", "spec.replicas is 0")
+    else:
+        ready_cond = Cond(READY, False, "NotReady", f"{ready}/{want} replicas ready")
+    progressing = (
+        Cond(PROGRESSING, True, "RollingOut", f"{updated}/{want} updated, {ready}/{want} ready")
+        if rolling and want > 0
+        else Cond(PROGRESSING, False, "Complete", "")
+    )
+    return [ready_cond, progressing, degraded, Cond(SUSPENDED, False, "Active", "")]
+
+
+def phase(conds: Sequence[Cond]) -> str:
+    by_type = {c.type: c for c in conds}
+    if by_type[SUSPENDED].status:
+        return "Suspended"
+    if by_type[DEGRADED].status:
+        return "Degraded"
+    if by_type[READY].status:
+        return "Ready"
+    if by_type[PROGRESSING].status:
+        return "Progressing"
+    return "Pending"
+
+
+def serving_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    if not stats:
+        return None
+    out: dict[str, Any] = {
+        "requestsRunning": sum(int(s.get("requests_running", 0)) for s in stats),
+        "requestsWaiting": sum(int(s.get("requests_waiting", 0)) for s in stats),
+        "generatedTokensPerSecond": round(
+            sum(float(s.get("generated_tokens_per_second", 0.0)) for s in stats), 3
+        ),
+    }
+    ttft = sorted(
+        float(s["time_to_first_token_p50_seconds"])
+        for s in stats
+        if s.get("time_to_first_token_p50_seconds") is not None
+    )
+    if ttft:
+        out["timeToFirstTokenP50Seconds"] = ttft[len(ttft) // 2]
+    return out
+
+
+def server_status(
+    *,
+    previous: Mapping[str, Any],
+    generation: int,
+    suspended: bool,
+    observed: Observed,
+    selector: str,
+    endpoint: str,
+    accelerator: Mapping[str, Any],
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    conds = conditions(suspended, observed)
+    deployment_status = (observed.deployment or {}).get("status", {})
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "phase": phase(conds),
+        "conditions": merge(previous.get("conditions", []), conds, generation, now),
+        "replicas": int(deployment_status.get("replicas", 0) or 0),
+        "readyReplicas": int(deployment_status.get("readyReplicas", 0) or 0),
+        "selector": selector,
+        "endpoint": endpoint,
+        "accelerator": dict(accelerator),
+    }
+    stats = serving_stats(observed.stats)
+    if stats is not None:
+        status["serving"] = stats
+    return status
+
+
+def invalid_status(
+    previous: Mapping[str, Any], generation: int, problems: Sequence[str], now: datetime.datetime
+) -> dict[str, Any]:
+    """A spec that failed validation: say which fields, and leave every workload as it was."""
+    message = "invalid spec: " + "; ".join(problems)
+    conds = [
+        Cond(READY, False, "InvalidSpec", message),
+        Cond(PROGRESSING, False, "InvalidSpec", ""),
+        Cond(DEGRADED, True, "InvalidSpec", message),
+        Cond(SUSPENDED, False, "Active", ""),
+    ]
+    return {
+        "observedGeneration": generation,
+        "phase": "Failed",
+        "conditions": merge(previous.get("conditions", []), conds, generation, now),
+    }

@@ -1,0 +1,81 @@
+"""The runtime container and pod spec shared by servers and trainings: restricted security context,
+the runtime config mounted at /etc/gemma, sources, placement and user overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gemma_operator.api.common import PodOverrides
+from gemma_operator.config import Settings
+from gemma_operator.render.placement import Placement
+from gemma_operator.render.sources import Mounts
+
+RUNTIME_USER = 65532
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUNTIME_USER,
+    "runAsGroup": RUNTIME_USER,
+    "fsGroup": RUNTIME_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def runtime_pod_spec(
+    *,
+    image: str,
+    args: list[str],
+    config_map: str,
+    placement: Placement,
+    mounts: Mounts,
+    overrides: PodOverrides,
+    settings: Settings,
+    env: list[dict[str, Any]] | None = None,
+    ports: list[dict[str, Any]] | None = None,
+    probes: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "runtime",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": args,
+        "env": [*(env or []), *(e.to_api() for e in overrides.env)],
+        "ports": ports or [],
+        "resources": placement.resources,
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/gemma", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *mounts.mounts,
+        ],
+        **(probes or {}),
+    }
+    spec: dict[str, Any] = {
+        "securityContext": POD_SECURITY,
+        # The runtime never talks to the Kubernetes API (Workload Identity does not need the token).
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "nodeSelector": placement.node_selector,
+        "tolerations": placement.tolerations,
+        "initContainers": mounts.init_containers,
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": config_map}},
+            {"name": "tmp", "emptyDir": {}},
+            *mounts.volumes,
+        ],
+        **(extra or {}),
+    }
+    if overrides.service_account_name:
+        spec["serviceAccountName"] = overrides.service_account_name
+    if overrides.priority_class_name:
+        spec["priorityClassName"] = overrides.priority_class_name
+    return spec

@@ -1,0 +1,32 @@
+"""Sources: bring weights from where users keep them into a local folder the runtime reads.
+
+Only the Hugging Face Hub needs fetching (``hf://org/model[@revision]``, :mod:`gemma_runtime.sources.hf`):
+the operator mounts Cloud Storage (``gs://``) and PersistentVolumeClaims (``pvc://``) as volumes, and
+``file://`` is already local. JAX-free and standard library only; never talks to the Kubernetes API.
+"""
+
+from gemma_runtime.sources.hf import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_PATTERNS,
+    MANIFEST,
+    HfRef,
+    Progress,
+    Snapshot,
+    SourceError,
+    download,
+    parse_hf_uri,
+    snapshot,
+)
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_PATTERNS",
+    "MANIFEST",
+    "HfRef",
+    "Progress",
+    "Snapshot",
+    "SourceError",
+    "download",
+    "parse_hf_uri",
+    "snapshot",
+]

@@ -1,0 +1,178 @@
+"""GemmaServer status from observations: Ready only when every requested replica serves, Progressing
+during a rollout, Degraded with the scheduler's message, a crash loop, a failed pull or OOM, Suspended
+at zero; transition times move only on change; Events on transitions; serving figures summed."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from gemma_operator.reconcile.conditions import transitions
+from gemma_operator.reconcile.serving import WARNINGS, Observed, invalid_status, server_status
+
+T0 = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.UTC)
+T1 = T0 + datetime.timedelta(minutes=5)
+
+
+def _deployment(
+    replicas: int, ready: int, updated: int | None = None, generation: int = 1, observed: int = 1
+) -> dict[str, Any]:
+    updated = replicas if updated is None else updated
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+        },
+    }
+
+
+def _pod(name: str = "p", **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": status}
+
+
+def _status(
+    observed: Observed,
+    previous: dict[str, Any] | None = None,
+    suspended: bool = False,
+    now: datetime.datetime = T0,
+) -> dict[str, Any]:
+    return server_status(
+        previous=previous or {},
+        generation=2,
+        suspended=suspended,
+        observed=observed,
+        selector="gemma.ai/server=s",
+        endpoint="http://s.ns.svc:8000/v1",
+        accelerator={"summary": "cpu"},
+        now=now,
+    )
+
+
+def _conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_ready_when_all_replicas_serve() -> None:
+    status = _status(Observed(2, _deployment(2, 2), []))
+    assert status["phase"] == "Ready"
+    assert _conds(status)["Ready"] == ("True", "Serving")
+    assert all(c["observedGeneration"] == 2 for c in status["conditions"])
+    assert (status["replicas"], status["readyReplicas"], status["observedGeneration"]) == (2, 2, 2)
+
+
+def test_partly_ready_is_progressing_not_ready() -> None:
+    status = _status(Observed(2, _deployment(2, 1), []))
+    assert status["phase"] == "Progressing"
+    assert _conds(status)["Ready"] == ("False", "NotReady")
+    assert _conds(status)["Progressing"][0] == "True"
+
+
+def test_a_stale_deployment_generation_is_not_ready() -> None:
+    status = _status(Observed(1, _deployment(1, 1, generation=3, observed=2), []))
+    assert status["phase"] == "Progressing"
+
+
+def test_unschedulable_pod_gives_degraded_with_the_scheduler_message() -> None:
+    message = "0/12 nodes are available: 12 node(s) didn't match Pod's node affinity/selector."
+    pod = _pod(
+        "srv-0",
+        conditions=[
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+        ],
+    )
+    status = _status(Observed(1, _deployment(1, 0), [pod]))
+    assert status["phase"] == "Degraded"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "Unschedulable"
+    assert message in degraded["message"]
+
+
+def test_crash_loop_pull_failure_and_oom() -> None:
+    crash = _pod(
+        containerStatuses=[
+            {
+                "name": "runtime",
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m"}},
+            }
+        ]
+    )
+    pull = _pod(containerStatuses=[{"name": "runtime", "state": {"waiting": {"reason": "ImagePullBackOff"}}}])
+    oom = _pod(
+        containerStatuses=[
+            {
+                "name": "runtime",
+                "state": {"running": {}},
+                "lastState": {"terminated": {"reason": "OOMKilled"}},
+            }
+        ]
+    )
+    for pod, reason in [(crash, "CrashLoopBackOff"), (pull, "ImagePullBackOff"), (oom, "OOMKilled")]:
+        assert _conds(_status(Observed(1, _deployment(1, 0), [pod])))["Degraded"] == ("True", reason)
+
+
+def test_suspended_says_so() -> None:
+    status = _status(Observed(0, _deployment(0, 0), []), suspended=True)
+    assert status["phase"] == "Suspended"
+    assert _conds(status)["Suspended"] == ("True", "Suspended")
+
+
+def test_transition_time_moves_only_on_change() -> None:
+    first = _status(Observed(1, _deployment(1, 0), []))
+    same = _status(Observed(1, _deployment(1, 0), []), previous=first, now=T1)
+    assert same["conditions"] == first["conditions"]
+    ready = _status(Observed(1, _deployment(1, 1), []), previous=first, now=T1)
+    times = {c["type"]: c["lastTransitionTime"] for c in ready["conditions"]}
+    assert times["Ready"] == "2026-11-21T12:05:00Z"
+    assert times["Degraded"] == "2026-11-21T12:00:00Z"
+
+
+def test_events_for_transitions() -> None:
+    first = _status(Observed(1, _deployment(1, 0), []))
+    assert [e.reason for e in transitions([], first["conditions"], WARNINGS)] == ["RollingOut"]
+    ready = _status(Observed(1, _deployment(1, 1), []), previous=first, now=T1)
+    events = transitions(first["conditions"], ready["conditions"], WARNINGS)
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Serving"), ("Normal", "Complete")]
+    pod = _pod(
+        conditions=[
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no TPU"}
+        ]
+    )
+    broken = _status(Observed(1, _deployment(1, 0), [pod]), previous=ready, now=T1)
+    warnings = [(e.type, e.reason) for e in transitions(ready["conditions"], broken["conditions"], WARNINGS)]
+    assert ("Warning", "Unschedulable") in warnings
+    assert ("Warning", "NotReady") in warnings
+
+
+def test_serving_figures_are_summed_over_pods() -> None:
+    stats = [
+        {
+            "requests_running": 3,
+            "requests_waiting": 1,
+            "generated_tokens_per_second": 10.5,
+            "time_to_first_token_p50_seconds": 0.2,
+        },
+        {
+            "requests_running": 2,
+            "requests_waiting": 0,
+            "generated_tokens_per_second": 4.5,
+            "time_to_first_token_p50_seconds": 0.4,
+        },
+    ]
+    status = _status(Observed(2, _deployment(2, 2), [], stats))
+    assert status["serving"] == {
+        "requestsRunning": 5,
+        "requestsWaiting": 1,
+        "generatedTokensPerSecond": 15.0,
+        "timeToFirstTokenP50Seconds": 0.4,
+    }
+
+
+def test_invalid_spec_is_failed_and_names_the_field() -> None:
+    status = invalid_status({}, 4, ["spec.accelerator.topology: topology '3x3' is not valid for TPU v5e"], T0)
+    assert status["phase"] == "Failed"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.accelerator.topology" in ready["message"]

@@ -1,0 +1,158 @@
+"""Rendering a GemmaServer: golden files for every serving sample (set GEMMA_UPDATE_GOLDEN=1 to
+rewrite them after an intended change), values that cannot inject YAML, placement on TPU, GPU and CPU
+pools, sources per URI scheme, the config hash that rolls pods, and the HPA only with autoscaling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gemma_operator.api.validation import parse
+from gemma_operator.config import Settings
+from gemma_operator.offline import PLACEHOLDER_UID, render_file
+from gemma_operator.render.serving import render_server
+from tests.api_cases import SAMPLE_FILES, load, merge, sample
+
+GOLDEN = Path(__file__).parent / "golden"
+SERVER_SAMPLES = [p for p in SAMPLE_FILES if load(p)["kind"] == "GemmaServer"]
+
+
+def _render(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    doc = merge(doc, {"metadata": {"namespace": "team", "uid": PLACEHOLDER_UID}})
+    return {c["kind"]: c for c in render_server(doc, parse(doc), Settings())}
+
+
+@pytest.mark.parametrize("path", SERVER_SAMPLES, ids=lambda p: p.stem)
+def test_golden_children(path: Path) -> None:
+    text, problems = render_file(path, namespace="team")
+    assert problems == []
+    golden = GOLDEN / f"{path.stem}.yaml"
+    if os.environ.get("GEMMA_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"no golden file {golden.name}: run with GEMMA_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), f"{path.name} renders differently from {golden.name}"
+
+
+def _keys(node: Any) -> set[str]:
+    """Every mapping key anywhere in ``node``."""
+    if isinstance(node, dict):
+        return set(node) | {k for v in node.values() for k in _keys(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in _keys(v)}
+    return set()
+
+
+def test_values_cannot_inject_yaml() -> None:
+    nasty = 'x"\n  injected: true\n- {evil: 1}'
+    doc = merge(
+        sample("server-tiny-cpu"),
+        {
+            "spec": {
+                "pod": {
+                    "env": [{"name": "A", "value": nasty}],
+                    "annotations": {"note": nasty},
+                    "labels": {"team": "a"},
+                }
+            }
+        },
+    )
+    children = _render(doc)
+    container = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "A", "value": nasty} in container["env"]
+    assert children["Deployment"]["spec"]["template"]["metadata"]["annotations"]["note"] == nasty
+    assert not {"injected", "evil"} & _keys(children)
+    assert set(children["Deployment"]["spec"]) == {
+        "replicas", "revisionHistoryLimit", "progressDeadlineSeconds", "selector", "strategy", "template",
+    }  # fmt: skip
+
+
+def test_tpu_placement_asks_for_one_hosts_chips() -> None:
+    pod = _render(sample("server-gemma-7b-v5e"))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {
+        "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+        "cloud.google.com/gke-tpu-topology": "2x4",
+    }
+    assert {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["containers"][0]["resources"] == {
+        "requests": {"google.com/tpu": 8},
+        "limits": {"google.com/tpu": 8},
+    }
+    assert pod["serviceAccountName"] == "gemma-reader"
+
+
+def test_gpu_spot_and_reservation_placement() -> None:
+    doc = merge(
+        sample("server-tiny-cpu"),
+        {"spec": {"accelerator": {"type": "nvidia-l4", "count": 2, "reservation": "r1"}}},
+    )
+    pod = _render(doc)["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["cloud.google.com/gke-accelerator"] == "nvidia-l4"
+    assert pod["nodeSelector"]["cloud.google.com/reservation-name"] == "r1"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    spot = _render(sample("server-gemma3-27b-v5e"))["Deployment"]["spec"]["template"]["spec"]
+    assert spot["nodeSelector"]["cloud.google.com/gke-spot"] == "true"
+
+
+def test_cpu_pods_get_requests_and_user_resources_win() -> None:
+    resources = _render(sample("server-tiny-cpu"))["Deployment"]["spec"]["template"]["spec"]["containers"][0][
+        "resources"
+    ]
+    assert resources == {"requests": {"cpu": 1, "memory": "2Gi"}}
+
+
+def test_sources_per_scheme() -> None:
+    pvc = _render(sample("server-gemma3-27b-v5e"))
+    assert (
+        "checkpoint: /gemma/sources/pvc-gemma-weights/gemma-3-27b-it"
+        in pvc["ConfigMap"]["data"]["runtime.yaml"]
+    )
+    claim = pvc["Deployment"]["spec"]["template"]["spec"]["volumes"][-1]
+    assert claim["persistentVolumeClaim"] == {"claimName": "gemma-weights", "readOnly": True}
+    gcs = _render(sample("server-gemma-7b-v5e"))["Deployment"]["spec"]["template"]
+    assert gcs["metadata"]["annotations"]["gke-gcsfuse/volumes"] == "true"
+    assert gcs["spec"]["volumes"][-1]["csi"]["volumeAttributes"]["bucketName"] == "my-models"
+    hf = _render(load(SAMPLE_FILES[0]))  # manifests/gemma-server.yaml: hf:// with a token Secret
+    (init,) = hf["Deployment"]["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][:2] == ["fetch", "hf://google/gemma-2-9b-it"]
+    assert init["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    ]
+    assert "hf-token" not in hf["ConfigMap"]["data"]["runtime.yaml"]
+
+
+def test_config_change_changes_the_pod_template_hash() -> None:
+    before = _render(sample("server-tiny-cpu"))["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    after = _render(merge(sample("server-tiny-cpu"), {"spec": {"serving": {"maxBatchSize": 4}}}))
+    assert (
+        after["Deployment"]["spec"]["template"]["metadata"]["annotations"]["gemma.ai/config-hash"]
+        != before["gemma.ai/config-hash"]
+    )
+
+
+def test_autoscaling_adds_an_hpa_on_the_gemmaserver_scale_subresource() -> None:
+    children = _render(sample("server-gemma2-9b-int8-v6e"))
+    hpa = children["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "gemma.ai/v1alpha1",
+        "kind": "GemmaServer",
+        "name": "gemma2-9b-int8",
+    }
+    assert hpa["metrics"][0]["pods"]["metric"]["name"] == "gemma_requests_waiting"
+    assert "HorizontalPodAutoscaler" not in _render(sample("server-tiny-cpu"))
+
+
+def test_suspend_scales_to_zero() -> None:
+    children = _render(merge(sample("server-tiny-cpu"), {"spec": {"suspend": True, "replicas": 3}}))
+    assert children["Deployment"]["spec"]["replicas"] == 0
+
+
+def test_restricted_security_context() -> None:
+    pod = _render(sample("server-tiny-cpu"))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["seccompProfile"] == {"type": "RuntimeDefault"}
