@@ -33,13 +33,14 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before kopf and the kubernetes client are imported: both read it (kopf's login, our client).
+        os.environ["KUBECONFIG"] = args.kubeconfig
     import kopf
 
     import gemma_operator.handlers  # noqa: F401 - registers the handlers
     from gemma_operator.config import Settings
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf's login and our client alike
     settings = Settings.from_env()
     namespaces = args.namespace or list(settings.namespaces)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.FULL)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    kubeconfig: str | None = None
+    """Kubeconfig file; unset = in-cluster credentials in a pod, else $KUBECONFIG or ~/.kube/config."""
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty watches the whole cluster (needs cluster-wide RBAC)."""
     runtime_image: str = "ghcr.io/gemma-operator/gemma-runtime:0.1.0"
@@ -43,6 +45,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
+        if env.get("KUBECONFIG"):
+            values["kubeconfig"] = env["KUBECONFIG"]
         for field in dataclasses.fields(cls):
             raw = env.get(f"GEMMA_OPERATOR_{field.name.upper()}")
             if raw is None:

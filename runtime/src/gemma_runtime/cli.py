@@ -30,6 +30,12 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from gemma_runtime import fetch
+
+    return fetch.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gemma-runtime",
@@ -51,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--variant", help="model variant for official Orbax checkpoints, e.g. gemma-2b")
     convert.set_defaults(func=_convert)
+    from gemma_runtime import fetch as fetch_command  # JAX-free: cheap at start-up
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download a checkpoint from the Hugging Face Hub into a folder (the operator's init container)",
+        description=fetch_command.DESCRIPTION,
+    )
+    fetch_command.add_arguments(fetch)
+    fetch.set_defaults(func=_fetch)
     return parser
 
 

@@ -48,7 +48,7 @@ def parse_uri(uri: str) -> HfRef:
 def run(args: argparse.Namespace) -> int:
     """Download ``args.uri`` into ``args.to``; 0 on success, 1 with ``error: ...`` on stderr."""
     token_env: str = args.token_env
-    token = os.environ.get(token_env) or None
+    token = (os.environ.get(token_env) or "").strip() or None
     endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
     logger = logging.getLogger("gemma_runtime.sources")
     level = logger.level

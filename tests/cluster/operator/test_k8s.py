@@ -6,7 +6,8 @@ Aspects:
 - reads: get returns None for a missing object and raises NotFoundError for a kind the server does not
   serve; list filters by label and field selector; delete returns False when the object is gone;
 - patch_status merges into the status subresource of a custom resource (a throw-away CRD);
-- errors: InvalidError names the refused field, ForbiddenError for a ServiceAccount without RBAC rights,
+- errors: InvalidError names the refused field (also for a field the schema lacks, which the API server
+  answers with 500), ForbiddenError for a ServiceAccount without RBAC rights,
   ConflictError (AlreadyExists) on a second create, TransientError when the server cannot be reached;
 - discovery: has_api for a built-in kind and for a kind that is not installed, server_version;
 - apply_all applies in a safe order and prune deletes only the owned children no longer desired;
@@ -270,6 +271,16 @@ def test_an_invalid_name_names_the_field(kube: Kube, namespace: str) -> None:
         kube.create(_config_map(namespace, "Bad_Name", {}))
     assert "metadata.name" in caught.value.fields
     assert "Bad_Name" in str(caught.value)
+
+
+def test_applying_a_field_the_schema_lacks_is_invalid_not_transient(kube: Kube, namespace: str) -> None:
+    # The API server answers 500 here (kubernetes/kubernetes#122480); retrying could never help.
+    body = _config_map(namespace, "unknown-field", {})
+    body["spec"] = {"replicas": 1}
+    with pytest.raises(InvalidError) as caught:
+        kube.apply(body, field_manager=MANAGER)
+    assert caught.value.fields == ("spec",)
+    assert "field not declared in schema" in str(caught.value)
 
 
 def test_a_service_account_without_rights_is_forbidden(

@@ -28,7 +28,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    kube = connect()
+    kube = connect(config.kubeconfig)
     memo["ctx"] = Context(kube=kube, settings=config, recorder=EventRecorder())
     metrics.serve(config.metrics_port, config.bind_address)
 

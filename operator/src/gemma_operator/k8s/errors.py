@@ -12,7 +12,8 @@ in this package goes through :func:`translating`, which raises one of these, cha
     ├── ForbiddenError       403: RBAC denies the verb; retrying will not help, the Role must change
     └── TransientError       429, 5xx, connection errors: retry, after ``retry_after`` seconds when given
 
-Other statuses (400, 401, 405, 410) are a plain ``KubeError``.
+Other statuses (400, 401, 405, 410) are a plain ``KubeError``. One exception to the table: a server-side
+apply of a field the schema does not declare is an ``InvalidError``, although API servers answer 500.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import dataclasses
 import email.utils
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -94,6 +96,8 @@ class TransientError(KubeError):
         self.retry_after = retry_after  # seconds the server asked us to wait; None when it gave no hint
 
 
+_TYPED_PATCH = re.compile(r"^failed to create typed patch object \(.*?\): (\S+): (.+)$")
+
 _BY_STATUS: dict[int, type[KubeError]] = {
     403: ForbiddenError,
     404: NotFoundError,
@@ -137,6 +141,13 @@ def _translate(exc: BaseException) -> KubeError:
         for c in details.get("causes") or ()
         if isinstance(c, Mapping)
     )
+    typed_patch = _TYPED_PATCH.search(message)
+    if typed_patch and status in {400, 500}:
+        # A server-side apply naming a field the schema lacks: our bug, not the server's, so retrying is
+        # pointless. API servers answer 500 (kubernetes/kubernetes#122480); a fix proposes 400.
+        field, problem = typed_patch.group(1).lstrip("."), typed_patch.group(2)
+        cause = Cause(field=field, message=problem, reason="FieldValueInvalid")
+        return InvalidError(message, status=status, reason=reason or "Invalid", causes=(cause,))
     # Status 0 is the client's own: a TLS failure or an unreadable response, both worth a retry.
     if status in {0, 429} or status >= 500:
         retry_after = _retry_after(exc.headers) or _seconds(details.get("retryAfterSeconds"))

@@ -69,6 +69,14 @@ def conditions(suspended: bool, observed: Observed) -> list[Cond]:
         "observedGeneration"
     )
     problem = pod_problem(observed.pods)
+    replica_failure = next(
+        (
+            c
+            for c in dstatus.get("conditions", [])
+            if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+        ),
+        None,
+    )
     deadline = next(
         (
             c
@@ -95,6 +103,13 @@ def conditions(suspended: bool, observed: Observed) -> list[Cond]:
     rolling = not serving and not (deployment and want == 0 and total == 0)
     if problem is not None:
         degraded = Cond(DEGRADED, True, problem[0], problem[1])
+    elif replica_failure is not None:  # pods cannot even be created (quota, missing ServiceAccount, ...)
+        degraded = Cond(
+            DEGRADED,
+            True,
+            str(replica_failure.get("reason", "FailedCreate")),
+            str(replica_failure.get("message", "")),
+        )
     elif deadline is not None:
         degraded = Cond(DEGRADED, True, "ProgressDeadlineExceeded", str(deadline.get("message", "")))
     else:

@@ -56,6 +56,7 @@ Progress = Callable[[int, int], None]
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _REPO = re.compile(rf"{_NAME}/{_NAME}")
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, as an HTTP header value needs
 
 
 class SourceError(Exception):
@@ -211,6 +212,12 @@ class _Hub:
     """HTTP to one endpoint for one reference; turns failures into SourceErrors that say what to do."""
 
     def __init__(self, ref: HfRef, endpoint: str, token: str | None) -> None:
+        # Secrets made with `echo` end in a newline; http.client would reject it, quoting the header.
+        token = (token or "").strip() or None
+        if token is not None and not _TOKEN.fullmatch(token):
+            raise SourceError(
+                f"{ref}: the token holds spaces or control characters: put it in the Secret again"
+            )
         self.ref, self.endpoint, self._token = ref, endpoint, token
 
     def list_files(self) -> tuple[str, list[RemoteFile]]:
@@ -310,10 +317,16 @@ class _Hub:
                 f"the Hub with the token's account at {self.endpoint}/{self.ref.repo}"
             )
         if err.code == 404:
-            return SourceError(
-                f"{where}: the Hub answered 404: repository {self.ref.repo} or revision "
-                f"{self.ref.revision} not found on {self.endpoint}: check the URI"
+            repo, revision = self.ref.repo, self.ref.revision
+            hint = {  # the Hub's X-Error-Code says which part was not found
+                "RevisionNotFound": f"revision {revision} not found in {repo}: "
+                "check the branch, tag or commit after @",
+                "EntryNotFound": "a file it listed is missing; run again",
+            }.get(
+                err.headers.get("X-Error-Code", ""),
+                f"repository {repo} or revision {revision} not found on {self.endpoint}: check the URI",
             )
+            return SourceError(f"{where}: the Hub answered 404: {hint}")
         return SourceError(f"{where}: the Hub answered HTTP {err.code} {err.reason}; run again later")
 
 

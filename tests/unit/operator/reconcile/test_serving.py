@@ -176,3 +176,19 @@ def test_invalid_spec_is_failed_and_names_the_field() -> None:
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert "spec.accelerator.topology" in ready["message"]
+
+
+def test_pods_that_cannot_be_created_give_degraded_with_the_reason() -> None:
+    deployment = _deployment(1, 0)
+    deployment["status"]["conditions"] = [
+        {
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": 'serviceaccount "gemma-reader" not found',
+        }
+    ]
+    status = _status(Observed(1, deployment, []))
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "FailedCreate")
+    assert "gemma-reader" in degraded["message"]

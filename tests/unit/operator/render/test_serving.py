@@ -92,7 +92,8 @@ def test_gpu_spot_and_reservation_placement() -> None:
     assert pod["nodeSelector"]["cloud.google.com/gke-accelerator"] == "nvidia-l4"
     assert pod["nodeSelector"]["cloud.google.com/reservation-name"] == "r1"
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
-    spot = _render(sample("server-gemma3-27b-v5e"))["Deployment"]["spec"]["template"]["spec"]
+    spot = _render(merge(sample("server-gemma3-27b-v5e"), {"spec": {"accelerator": {"spot": True}}}))
+    spot = spot["Deployment"]["spec"]["template"]["spec"]
     assert spot["nodeSelector"]["cloud.google.com/gke-spot"] == "true"
 
 
