@@ -271,3 +271,50 @@ def test_reconcile_metrics_are_exported(running_operator: OperatorProcess) -> No
     text = running_operator.metrics()
     assert 'gemma_operator_reconciles_total{kind="GemmaServer",result="ok"}' in text
     assert "gemma_operator_reconcile_seconds_bucket" in text
+
+
+def test_an_invalid_spec_past_admission_is_reported_and_touches_no_workload(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    """An old or hand-edited CRD lets a bad spec in: the operator names the field in a condition and an
+    Event, and leaves the running Deployment exactly as it was."""
+    _apply(crds, namespace, sample("server-tiny-cpu"))
+    _phase(crds, namespace, "tiny", "Ready")
+    before = _get(crds, namespace, "deployment", "tiny")
+    assert before is not None
+    crd = json.loads(crds.kubectl("get", "crd", "gemmaservers.gemma.ai", "-o", "json"))
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    schema["spec"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    try:
+        crds.kubectl("replace", "-f", "-", input_text=json.dumps(crd))
+        bad = json.dumps({"spec": {"accelerator": {"type": "v5e", "topology": "3x3"}}})
+
+        def patched() -> bool:
+            # The API server takes a moment to serve the replaced schema; until then CEL refuses.
+            crds.kubectl(
+                "-n", namespace, "patch", "gemmaserver", "tiny", "--type=merge", "-p", bad, check=False
+            )
+            return _server(crds, namespace, "tiny")["spec"]["accelerator"].get("topology") == "3x3"
+
+        wait_for(patched, 30, "the permissive CRD to accept the bad spec")
+        obj = _phase(crds, namespace, "tiny", "Failed")
+        ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "InvalidSpec"
+        assert "spec.accelerator.topology: topology '3x3' is not valid for TPU v5e" in ready["message"]
+        events = crds.kubectl(
+            "-n", namespace, "get", "events", "--field-selector", "reason=InvalidSpec", "-o", "json"
+        )
+        assert any(e["type"] == "Warning" for e in json.loads(events)["items"])
+        after = _get(crds, namespace, "deployment", "tiny")
+        assert after is not None
+        assert after["metadata"]["generation"] == before["metadata"]["generation"]
+        assert after["spec"] == before["spec"]
+    finally:
+        crds.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=gemma-tests",
+            "-f",
+            str(Path(__file__).parents[3] / "crds"),
+        )
