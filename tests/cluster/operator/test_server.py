@@ -294,7 +294,7 @@ def test_an_invalid_spec_past_admission_is_reported_and_touches_no_workload(
             crds.kubectl(
                 "-n", namespace, "patch", "gemmaserver", "tiny", "--type=merge", "-p", bad, check=False
             )
-            return _server(crds, namespace, "tiny")["spec"]["accelerator"].get("topology") == "3x3"
+            return bool(_server(crds, namespace, "tiny")["spec"]["accelerator"].get("topology") == "3x3")
 
         wait_for(patched, 30, "the permissive CRD to accept the bad spec")
         obj = _phase(crds, namespace, "tiny", "Failed")
