@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.runtime.reference.official import ReferenceUnavailable, ensure_official_venv, run_official
+from tests.runtime.reference.official import ensure_official_venv, run_official
+from tests.runtime.reference.venvs import ReferenceUnavailableError
 
 TINY = {"num_embed": 256, "embed_dim": 64, "hidden_dim": 128, "num_heads": 4, "head_dim": 16}
 GEMMA2 = {
@@ -53,7 +54,7 @@ def unavailable(pytestconfig: pytest.Config) -> str | None:
 
     try:
         ensure_official_venv(log)
-    except ReferenceUnavailable as err:
+    except ReferenceUnavailableError as err:
         return str(err)
     return None
 

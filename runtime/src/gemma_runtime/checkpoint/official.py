@@ -52,6 +52,8 @@ def _split(name: str, array: np.ndarray, config: TransformerConfig) -> Iterator[
     if not match:
         raise CheckpointError(f"unexpected tensor {name!r}")
     prefix, rest = f"layers.{match.group(1)}.", match.group(2)
+    if rest in ("mlp/gating_einsum/w", "mlp/linear/w"):  # the flat layout of some releases nests a `w`
+        rest = rest.removesuffix("/w")
     if rest in _DIRECT:
         yield prefix + _DIRECT[rest], array
     elif rest == "attn/kv_einsum/w":  # [2, K, D, H]
@@ -90,21 +92,18 @@ def with_vocab_of(tree: Mapping[str, Any], config: TransformerConfig) -> Transfo
 
 
 def read_orbax(path: Path) -> dict[str, Any]:
-    """Restore an official Orbax checkpoint as nested numpy arrays, on the host."""
+    """Restore an official Orbax checkpoint as nested numpy arrays on the host (not on a device)."""
+    import jax
     import orbax.checkpoint as ocp
 
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint directory")
     checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(path)
+    metadata = checkpointer.metadata(path.absolute())
     tree = getattr(metadata, "item_metadata", metadata)
-    restore_args = ocp.checkpoint_utils.construct_restore_args(tree)
-    restore_args = _to_numpy(restore_args, ocp)
-    restored = checkpointer.restore(path, restore_args=restore_args)
+    tree = getattr(tree, "tree", tree)
+    restore_args = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree), is_leaf=lambda x: hasattr(x, "shape")
+    )
+    restored = checkpointer.restore(path.absolute(), args=ocp.args.PyTreeRestore(restore_args=restore_args))
     return dict(restored)
-
-
-def _to_numpy(args: Any, ocp: Any) -> Any:
-    if isinstance(args, Mapping):
-        return {k: _to_numpy(v, ocp) for k, v in args.items()}
-    return ocp.RestoreArgs(restore_type=np.ndarray)
