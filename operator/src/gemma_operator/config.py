@@ -30,8 +30,11 @@ class Settings:
     """Port of the operator's /healthz liveness endpoint (0 disables it)."""
     metrics_port: int = 9090
     """Port of the operator's Prometheus /metrics (0 disables it)."""
-    resync_seconds: float = 30.0
-    """Seconds between status refreshes of each resource when nothing else triggers one."""
+    resync_seconds: float = 60.0
+    """Seconds between re-applies of each resource's children (repairing edits made by hand) and
+    status refreshes when no event triggers one."""
+    debounce_seconds: float = 0.5
+    """A burst of child events (pods starting) within this many seconds becomes one status refresh."""
     stats_timeout_seconds: float = 1.0
     """Timeout, in seconds, of one pull of a pod's /stats or /progress."""
     runtime_port: int = 8000

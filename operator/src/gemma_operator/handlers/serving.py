@@ -28,26 +28,24 @@ log = logging.getLogger(__name__)
 RESYNC = Settings.from_env().resync_seconds
 KIND = "GemmaServer"
 PLURAL = "gemmaservers"
-CHILD_KINDS = [
-    ("v1", "ConfigMap"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-]
+# Children that can stop being wanted (every other child always exists): pruned when gone from spec.
+OPTIONAL_CHILDREN = [("autoscaling/v2", "HorizontalPodAutoscaler")]
 
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool = True) -> dict[str, Any]:
-    """Bring one GemmaServer's children to the desired state (``apply``) and write its status."""
+def reconcile(
+    ctx: Context, obj: dict[str, Any], *, apply: bool = True, refetch: bool = False
+) -> dict[str, Any]:
+    """Bring one GemmaServer's children to the desired state (``apply``) and write its status.
+    ``refetch`` reads the resource first, for callers holding a possibly stale copy."""
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     started = time.monotonic()
     with ctx.lock(KIND, namespace, name):
-        fresh = ctx.kube.get(API_VERSION, KIND, name, namespace)
+        fresh = ctx.kube.get(API_VERSION, KIND, name, namespace) if refetch else obj
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return {}
         result = "ok"
@@ -85,7 +83,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
             ctx.kube,
             meta["uid"],
             namespace,
-            kinds=CHILD_KINDS,
+            kinds=OPTIONAL_CHILDREN,
             keep=keep,
             label_selector=f"{naming.SERVER_LABEL}={name}",
         )
@@ -144,10 +142,10 @@ def _write_status(
         ctx.recorder.emit(ctx.kube, obj, event.type, event.reason, event.message)
 
 
-def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool) -> None:
+def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool, refetch: bool = False) -> None:
     ctx: Context = memo["ctx"]
     try:
-        reconcile(ctx, body, apply=apply)
+        reconcile(ctx, body, apply=apply, refetch=refetch)
     except (TransientError, ConflictError) as err:
         raise kopf.TemporaryError(str(err), delay=getattr(err, "retry_after", None) or 5) from err
 
@@ -184,9 +182,6 @@ def _owner(
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/name": "gemma-server"})
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "gemma-server"})
-@kopf.on.event("", "v1", "configmaps", labels={"app.kubernetes.io/name": "gemma-server"})
-@kopf.on.event("", "v1", "services", labels={"app.kubernetes.io/name": "gemma-server"})
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={"app.kubernetes.io/name": "gemma-server"})
 def server_child_event(
     *,
     event: kopf.RawEvent,
@@ -199,7 +194,10 @@ def server_child_event(
     owner = _owner(labels, namespace, kwargs["server_index"])
     if owner is None:
         return
-    # A child deleted by hand is re-created at once; other changes only refresh the status (the
-    # timer re-applies, repairing edits made by hand).
-    deleted = event.get("type") == "DELETED" and body.get("kind") != "Pod"
-    _run(memo, owner, apply=deleted)
+    # A Deployment deleted by hand is re-created at once; other changes only refresh the status. The
+    # timer re-applies everything, repairing other children edited or deleted by hand.
+    deleted = event.get("type") == "DELETED" and body.get("kind") == "Deployment"
+    ctx: Context = memo["ctx"]
+    key = (KIND, owner["metadata"]["namespace"], owner["metadata"]["name"])
+    # A burst of pod and Deployment events becomes one refresh, which reads the state as it is then.
+    ctx.debounce(key, lambda: _run(memo, owner, apply=deleted, refetch=True), force=deleted)
