@@ -82,8 +82,9 @@ demo: cluster-binaries ## Run the main job on the local control plane (grows wit
 	$(PY) -m tests.cluster.harness demo
 
 .PHONY: bench
-bench: ## Placeholder until issue 12: serving, training and operator benchmarks into bench/report.md.
-	@echo "make bench: not built yet (issue 12 adds the benchmark report)" >&2; exit 2
+bench: cluster-binaries ## Benchmarks into bench/report.md (today: the operator; serving and training land with issue 12).
+	$(PY) -m tests.bench.operator_bench --servers 200 --total 1000 --output bench/operator.json
+	$(PY) -m tests.bench.report
 
 ##@ Images and deployment (placeholders until issue 11)
 

@@ -75,7 +75,9 @@ class Watcher(threading.Thread):
                 self.pods_ready.setdefault(server, time.monotonic())
 
     def _servers(self) -> None:
-        listing = functools.partial(client.CustomObjectsApi(self.api).list_namespaced_custom_object, "gemma.ai", "v1alpha1")
+        listing = functools.partial(
+            client.CustomObjectsApi(self.api).list_namespaced_custom_object, "gemma.ai", "v1alpha1"
+        )
         for event in self._stream(listing, plural="gemmaservers"):
             obj = event["object"]
             if obj.get("status", {}).get("phase") in ("Ready", "Suspended"):
@@ -94,7 +96,10 @@ def run(servers: int, total: int) -> dict[str, Any]:
         watcher = Watcher(api)
         watcher.start()
         time.sleep(1)
-        base = merge(sample("server-tiny-cpu"), {"spec": {"pod": {"nodeSelector": {"cloud.google.com/gke-nodepool": "bench"}}}})
+        base = merge(
+            sample("server-tiny-cpu"),
+            {"spec": {"pod": {"nodeSelector": {"cloud.google.com/gke-nodepool": "bench"}}}},
+        )
         created: dict[str, float] = {}
         started = time.monotonic()
         for i in range(servers):
@@ -105,12 +110,18 @@ def run(servers: int, total: int) -> dict[str, Any]:
         while len([n for n in created if n in watcher.ready]) < servers and time.monotonic() < deadline:
             time.sleep(0.5)
             if int(time.monotonic() * 2) % 20 == 0:
-                print(f"[bench] {len(watcher.children)} with children, {len(watcher.ready)} ready", flush=True)
+                print(
+                    f"[bench] {len(watcher.children)} with children, {len(watcher.ready)} ready", flush=True
+                )
         elapsed = time.monotonic() - started
         rss_at_servers = operator.rss_mib()
         to_children = [watcher.children[n] - t for n, t in created.items() if n in watcher.children]
         to_ready = [watcher.ready[n] - t for n, t in created.items() if n in watcher.ready]
-        after_pods = [watcher.ready[n] - watcher.pods_ready[n] for n in created if n in watcher.ready and n in watcher.pods_ready]
+        after_pods = [
+            watcher.ready[n] - watcher.pods_ready[n]
+            for n in created
+            if n in watcher.ready and n in watcher.pods_ready
+        ]
 
         for i in range(servers, total):  # suspended: the operator's own cost, without a pod each
             body = merge(base, {"metadata": {"name": f"bench-{i:04d}"}, "spec": {"suspend": True}})

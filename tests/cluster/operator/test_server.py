@@ -318,3 +318,39 @@ def test_an_invalid_spec_past_admission_is_reported_and_touches_no_workload(
             "-f",
             str(Path(__file__).parents[3] / "crds"),
         )
+
+
+def test_serving_figures_are_pulled_from_the_pods_stats(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    """A stand-in for the runtime answers /stats on the pod's IP (kwok's pod CIDR is loopback)."""
+    import http.server
+    import threading
+
+    _apply(crds, namespace, sample("server-tiny-cpu"))
+    _phase(crds, namespace, "tiny", "Ready")
+    (pod,) = _pods(crds, namespace, "tiny")
+    stats = {"requests_running": 3, "requests_waiting": 2, "generated_tokens_per_second": 41.5}
+
+    class Stats(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(stats).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((pod["status"]["podIP"], 8000), Stats)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        figures = wait_for(
+            lambda: _server(crds, namespace, "tiny")["status"].get("serving"), 30, "serving figures in status"
+        )
+        assert figures == {"requestsRunning": 3, "requestsWaiting": 2, "generatedTokensPerSecond": 41.5}
+    finally:
+        server.shutdown()
+        server.server_close()
