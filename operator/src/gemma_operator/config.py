@@ -33,6 +33,8 @@ class Settings:
     resync_seconds: float = 60.0
     """Seconds between re-applies of each resource's children (repairing edits made by hand) and
     status refreshes when no event triggers one."""
+    progress_seconds: float = 10.0
+    """Seconds between pulls of a running training's progress from its pod 0."""
     debounce_seconds: float = 0.5
     """A burst of child events (pods starting) within this many seconds becomes one status refresh."""
     stats_timeout_seconds: float = 1.0

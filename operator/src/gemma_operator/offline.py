@@ -8,10 +8,11 @@ from typing import Any
 
 import yaml
 
-from gemma_operator.api.v1alpha1 import GemmaServer
+from gemma_operator.api.v1alpha1 import GemmaServer, GemmaTraining
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
 from gemma_operator.render.serving import render_server
+from gemma_operator.render.training import render_workload
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -37,9 +38,8 @@ def render_objects(doc: dict[str, Any], namespace: str, settings: Settings) -> l
     model = parse(doc)
     if isinstance(model, GemmaServer):
         return render_server(doc, model, settings)
-    raise SpecError(
-        doc["kind"], doc["metadata"].get("name", ""), ["rendering of this kind is not available yet"]
-    )
+    assert isinstance(model, GemmaTraining)
+    return render_workload(doc, model, settings, attempt=0)
 
 
 def render_file(

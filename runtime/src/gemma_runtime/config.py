@@ -71,6 +71,63 @@ class ServeConfig(_Strict):
         return self
 
 
+class DataSource(_Strict):
+    path: str = Field(description="A file or folder of .jsonl / .txt files.")
+    format: Literal["jsonl", "text"] = "jsonl"
+    text_field: str = "text"
+
+
+class Lora(_Strict):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+
+
+class Hyperparameters(_Strict):
+    steps: int = Field(ge=1)
+    global_batch_size: int = Field(8, ge=1)
+    sequence_length: int = Field(1024, ge=16)
+    learning_rate: float = Field(1e-4, gt=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)
+    precision: Literal["bf16", "f32"] = "bf16"
+    remat: Literal["none", "minimal", "full"] = "minimal"
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+    lora: Lora | None = None
+
+
+class MeshShape(_Strict):
+    """-1 fills the axis from the devices present."""
+
+    data: int = Field(1, ge=-1)
+    fsdp: int = Field(-1, ge=-1)
+    tensor: int = Field(1, ge=-1)
+
+
+class CheckpointPolicy(_Strict):
+    directory: str | None = Field(None, description="Where checkpoints go; None saves nothing.")
+    interval_steps: int = Field(500, ge=1)
+    keep: int = Field(3, ge=1)
+    resume: Literal["latest", "never"] = "latest"
+
+
+class TrainConfig(_Strict):
+    """`gemma-runtime train`: one process per host; the distributed set-up comes from the environment
+    (JAX_COORDINATOR_ADDRESS, JAX_PROCESS_COUNT, JAX_PROCESS_ID, MEGASCALE_* for multislice)."""
+
+    kind: Literal["train"] = "train"
+    name: str = Field(description="The training's name (logs, metrics).")
+    model: ModelSource
+    data: DataSource
+    training: Hyperparameters
+    mesh: MeshShape = MeshShape()
+    checkpoints: CheckpointPolicy = CheckpointPolicy()
+    num_slices: int = Field(1, ge=1)
+    port: int = Field(8000, ge=1, le=65535, description="The /progress, /metrics and /healthz port.")
+
+
 class ConfigError(ValueError):
     """The config file is missing or invalid; the message names the file and each bad field."""
 

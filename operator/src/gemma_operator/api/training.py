@@ -15,6 +15,10 @@ from gemma_operator.api.common import AcceleratorSpec, ModelSpec, PodOverrides
 from gemma_operator.api.conditions import Condition
 from gemma_operator.api.serving import ResolvedAccelerator
 
+RETRY_EXIT_CODE = 42
+"""The runtime exits with this code to ask for a fresh slice; such a restart, like a disruption
+(preemption, maintenance, eviction), does not count against failurePolicy.maxRestarts."""
+
 
 class TrainingAcceleratorSpec(AcceleratorSpec):
     model_config = ConfigDict(json_schema_extra=cel.extra([*cel.accelerator_rules(), cel.multislice_rule()]))
@@ -148,8 +152,9 @@ class Checkpoints(ApiModel):
 class FailurePolicy(ApiModel):
     max_restarts: int = Field(
         3,
-        description="Restarts of the whole slice after application errors. Disruptions (preemption, "
-        "maintenance, eviction) do not count.",
+        description="Restarts of the whole slice after application errors. Disruptions (a pod with the "
+        "DisruptionTarget condition: preemption, maintenance, eviction) and exit code 42 (the runtime asks "
+        "for a fresh slice) restart it without counting.",
         ge=0,
         le=1000,
     )
@@ -247,6 +252,9 @@ class GemmaTrainingStatus(ApiModel):
     progress: Progress | None = Field(None, description="Pulled from the runtime on pod 0.")
     last_checkpoint: CheckpointStatus | None = Field(None, description="Latest saved checkpoint.")
     restarts: int = Field(0, description="Restarts counted against failurePolicy.maxRestarts.", ge=0)
+    attempt: int = Field(
+        0, description="Current attempt: every restart of the slice, counted or not, adds one.", ge=0
+    )
     restart_history: list[Restart] = Field(
         default_factory=list, description="The latest restarts, counted or not (newest last).", max_length=20
     )

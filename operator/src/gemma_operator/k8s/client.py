@@ -211,6 +211,31 @@ class Kube:
             return False
         return True
 
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        *,
+        body: dict[str, Any],
+        field_manager: str,
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object itself: for the few fields that change on objects whose
+        other fields are immutable once created (a Job's ``suspend``)."""
+        resource = self._resource(api_version, kind)
+        _require_namespace(resource, namespace)
+        with translating():
+            return _as_dict(
+                self._dynamic.request(
+                    "patch",
+                    resource.path(name=name, namespace=namespace),
+                    body=body,
+                    content_type="application/merge-patch+json",
+                    field_manager=field_manager,
+                )
+            )
+
     def patch_status(
         self,
         api_version: str,

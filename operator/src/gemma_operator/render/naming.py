@@ -38,6 +38,10 @@ def server_labels(name: str) -> dict[str, str]:
     }
 
 
+def training_selector(name: str) -> dict[str, str]:
+    return {TRAINING_LABEL: name}
+
+
 def training_labels(name: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "gemma-training",

@@ -1,0 +1,227 @@
+"""GemmaTraining handlers: create/update/resume apply the config, the headless Service and the current
+attempt's Job (or JobSet); a timer pulls progress from pod 0; Job and pod events refresh status at once.
+When the slice fails, status records the restart first, then the next attempt's workload replaces the
+failed one, so a crash in between never counts a restart twice or leaves two attempts running."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import kopf
+
+from gemma_operator import metrics
+from gemma_operator.api.training import GemmaTrainingSpec
+from gemma_operator.api.v1alpha1 import API_VERSION, GROUP, VERSION, GemmaTraining
+from gemma_operator.api.validation import SpecError, parse
+from gemma_operator.config import Settings
+from gemma_operator.handlers.context import Context
+from gemma_operator.k8s import ConflictError, KubeError, TransientError, apply_all
+from gemma_operator.reconcile import training as status_of
+from gemma_operator.reconcile.conditions import transitions
+from gemma_operator.render import naming
+from gemma_operator.render.placement import resolve
+from gemma_operator.render.training import (
+    ATTEMPT_LABEL,
+    INDEX_ANNOTATION,
+    JOBSET_API,
+    SLICE_ANNOTATION,
+    job_name,
+    render_workload,
+)
+
+log = logging.getLogger(__name__)
+KIND = "GemmaTraining"
+PLURAL = "gemmatrainings"
+PROGRESS = Settings.from_env().progress_seconds
+NO_JOBSET = (
+    "numSlices > 1 runs as a JobSet, but the JobSet API (jobset.x-k8s.io/v1alpha2) is not installed in "
+    "this cluster: install JobSet, or train on one slice (numSlices: 1)"
+)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _workload_kind(spec: GemmaTrainingSpec) -> tuple[str, str]:
+    return (JOBSET_API, "JobSet") if spec.accelerator.num_slices > 1 else ("batch/v1", "Job")
+
+
+def reconcile(ctx: Context, obj: dict[str, Any], *, refetch: bool = False) -> dict[str, Any]:
+    meta = obj["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    started = time.monotonic()
+    with ctx.lock(KIND, namespace, name):
+        fresh = ctx.kube.get(API_VERSION, KIND, name, namespace) if refetch else obj
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return {}
+        result = "ok"
+        try:
+            return _reconcile(ctx, fresh)
+        except KubeError:
+            result = "error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(KIND, result).inc()
+            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+
+
+def _terminal(status: Mapping[str, Any]) -> bool:
+    failed: Mapping[str, Any] = next(
+        (c for c in status.get("conditions", []) if c.get("type") == "Failed"), {}
+    )
+    return status.get("phase") == "Succeeded" or failed.get("reason") == "MaxRestartsExceeded"
+
+
+def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation", 1))
+    previous = obj.get("status") or {}
+    fm = ctx.settings.field_manager
+    try:
+        training = parse(obj)
+    except SpecError as err:
+        status = status_of.invalid_status(previous, generation, err.problems, _now())
+        _write_status(ctx, obj, previous, status)
+        return status
+    assert isinstance(training, GemmaTraining)
+    spec = training.spec
+    api_version, kind = _workload_kind(spec)
+    blocked = NO_JOBSET if kind == "JobSet" and not ctx.kube.has_api(JOBSET_API, "JobSet") else None
+    attempt = int(previous.get("attempt", 0))
+    workload_name = job_name(name, attempt)
+    if blocked is None and not _terminal(previous):
+        config, service, workload = render_workload(obj, training, ctx.settings, attempt)
+        apply_all(ctx.kube, [config, service], fm)
+        current = ctx.kube.get(api_version, kind, workload_name, namespace)
+        if current is None:
+            ctx.kube.apply(workload, fm)
+        elif bool(current.get("spec", {}).get("suspend")) != spec.suspend:
+            # A Job's template is immutable once created; suspend is the one field that toggles (Kueue too).
+            ctx.kube.patch(
+                api_version,
+                kind,
+                workload_name,
+                namespace,
+                body={"spec": {"suspend": spec.suspend}},
+                field_manager=fm,
+            )
+    observed_workload = None if blocked else ctx.kube.get(api_version, kind, workload_name, namespace)
+    selector = f"{naming.TRAINING_LABEL}={name},{ATTEMPT_LABEL}={attempt}"
+    pods = [
+        p
+        for p in ctx.kube.list("v1", "Pod", namespace, label_selector=selector)
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    placement_hosts = resolve(spec.accelerator).hosts * spec.accelerator.num_slices
+    observed = status_of.Observed(
+        hosts=placement_hosts, workload=observed_workload, pods=pods, progress=_progress(ctx, pods)
+    )
+    decision = status_of.decide(
+        previous=previous,
+        generation=generation,
+        suspended=spec.suspend,
+        max_restarts=spec.failure_policy.max_restarts,
+        observed=observed,
+        now=_now(),
+        accelerator=resolve(spec.accelerator).to_api(),
+        blocked=blocked,
+    )
+    _write_status(ctx, obj, previous, decision.status)
+    if decision.restart is not None:
+        kind_of_event: Literal["Normal", "Warning"] = "Warning" if decision.restart.counted else "Normal"
+        counted = "counted against maxRestarts" if decision.restart.counted else "not counted (disruption)"
+        ctx.recorder.emit(
+            ctx.kube, obj, kind_of_event, "SliceRestarted", f"{decision.restart.reason}; {counted}"
+        )
+        *_, workload_next = render_workload(obj, training, ctx.settings, attempt + 1)
+        ctx.kube.apply(workload_next, fm)
+    if blocked is None:
+        _delete_old_attempts(ctx, obj, (api_version, kind), int(decision.status["attempt"]))
+    return decision.status
+
+
+def _progress(ctx: Context, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Pod 0's /progress (the runtime serves it on process 0 only)."""
+    for pod in pods:
+        annotations = pod["metadata"].get("annotations", {})
+        first = annotations.get(INDEX_ANNOTATION) == "0" and annotations.get(SLICE_ANNOTATION, "0") == "0"
+        ip = pod.get("status", {}).get("podIP")
+        if first and ip and pod.get("status", {}).get("phase") == "Running":
+            return ctx.pull(ip, "/progress")
+    return None
+
+
+def _delete_old_attempts(ctx: Context, obj: dict[str, Any], kinds: tuple[str, str], attempt: int) -> None:
+    """Remove workloads of earlier attempts (the current one stays, also when it failed for good)."""
+    name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    api_version, kind = kinds
+    selector = f"{naming.TRAINING_LABEL}={name}"
+    for workload in ctx.kube.list(api_version, kind, namespace, label_selector=selector):
+        if workload["metadata"]["name"] != job_name(name, attempt):
+            ctx.kube.delete(api_version, kind, workload["metadata"]["name"], namespace)
+
+
+def _write_status(
+    ctx: Context, obj: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]
+) -> None:
+    if all(previous.get(k) == v for k, v in status.items()):
+        return
+    meta = obj["metadata"]
+    ctx.kube.patch_status(
+        API_VERSION,
+        KIND,
+        meta["name"],
+        meta["namespace"],
+        status=status,
+        field_manager=ctx.settings.field_manager,
+    )
+    for event in transitions(
+        previous.get("conditions", []), status.get("conditions", []), status_of.WARNINGS
+    ):
+        ctx.recorder.emit(ctx.kube, obj, event.type, event.reason, event.message)
+
+
+def _run(memo: kopf.Memo, body: dict[str, Any], refetch: bool = False) -> None:
+    ctx: Context = memo["ctx"]
+    try:
+        reconcile(ctx, body, refetch=refetch)
+    except (TransientError, ConflictError) as err:
+        raise kopf.TemporaryError(str(err), delay=getattr(err, "retry_after", None) or 5) from err
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def training_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, dict(body))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=PROGRESS, initial_delay=PROGRESS)
+def training_progress(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _run(memo, dict(body))
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def training_index(
+    *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/name": "gemma-training"})
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "gemma-training"})
+def training_child_event(
+    *, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any
+) -> None:
+    name = labels.get(naming.TRAINING_LABEL)
+    index = kwargs["training_index"]
+    if not name or (namespace, name) not in index:
+        return
+    owner = next(iter(index[(namespace, name)]))
+    ctx: Context = memo["ctx"]
+    ctx.debounce((KIND, str(namespace), name), lambda: _run(memo, dict(owner), refetch=True))

@@ -1,0 +1,281 @@
+"""The operator reconciling GemmaTrainings on the real control plane: one pod per TPU host with distinct
+process ids and one coordinator; completion; restarts of the whole slice, counted for application
+errors and not for disruptions, until maxRestarts; progress pulled from pod 0 into `kubectl get`;
+suspend and resume; deletion; the operator killed mid-run; multislice without the JobSet API."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.api_cases import merge, sample
+from tests.cluster.harness.control_plane import LocalCluster
+from tests.cluster.harness.nodes import V5E_2X4, V5E_4X4
+from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.wait import wait_for
+
+FINETUNE = merge(sample("training-gemma-2b-v5e"), {"spec": {"pod": {"serviceAccountName": None}}})
+FINETUNE["spec"]["pod"] = {}
+
+
+def _apply(cluster: LocalCluster, namespace: str, doc: dict[str, Any]) -> None:
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input_text=json.dumps(doc))
+
+
+def _training(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("-n", namespace, "get", "gemmatraining", name, "-o", "json"))
+
+
+def _status(
+    cluster: LocalCluster, namespace: str, name: str, check: Any, what: str, *, timeout: float = 90
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        status = _training(cluster, namespace, name).get("status", {})
+        return status if check(status) else None
+
+    try:
+        return wait_for(probe, timeout, what)
+    except TimeoutError:
+        raise AssertionError(
+            f"{what}; status: {json.dumps(_training(cluster, namespace, name).get('status'))}"
+        ) from None
+
+
+def _pods(
+    cluster: LocalCluster, namespace: str, name: str, attempt: int | None = None
+) -> list[dict[str, Any]]:
+    selector = f"gemma.ai/training={name}" + (f",gemma.ai/attempt={attempt}" if attempt is not None else "")
+    items = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json"))["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def _running(
+    cluster: LocalCluster, namespace: str, name: str, attempt: int, hosts: int
+) -> list[dict[str, Any]]:
+    return wait_for(
+        lambda: (
+            (
+                pods := [
+                    p
+                    for p in _pods(cluster, namespace, name, attempt)
+                    if p["status"].get("phase") == "Running"
+                ]
+            )
+            and len(pods) == hosts
+            and pods
+        ),
+        60,
+        f"{hosts} running pods of attempt {attempt}",
+    )
+
+
+def _fail(cluster: LocalCluster, namespace: str, pod: str, code: int, *, disruption: bool = False) -> None:
+    """Fail a running pod with ``code``; a disruption first marks it as preemption does. (A
+    DisruptionTarget without a fresh transition time is reset by the disruption controller as stale.)"""
+    if disruption:
+        condition = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "PreemptionByScheduler",
+            "message": "preempted",
+            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            json.dumps({"status": {"conditions": [condition]}}),
+        )
+    cluster.kubectl("-n", namespace, "annotate", "pod", pod, f"kwok.gemma.ai/fail-exit-code={code}")
+
+
+def test_a_v5e_4x4_slice_gets_one_pod_per_host_and_succeeds(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    doc = merge(FINETUNE, {"spec": {"pod": {"annotations": {"kwok.gemma.ai/succeed-after": "4s"}}}})
+    _apply(crds, namespace, doc)
+    pods = _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(V5E_4X4.node_names())
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == ["0", "1", "2", "3"]
+    envs = [{e["name"]: e for e in p["spec"]["containers"][0]["env"]} for p in pods]
+    assert {e["JAX_COORDINATOR_ADDRESS"]["value"] for e in envs} == {
+        f"gemma-2b-finetune-a0-0.gemma-2b-finetune.{namespace}.svc:8476"
+    }
+    assert {e["JAX_PROCESS_COUNT"]["value"] for e in envs} == {"4"}
+    assert all(
+        e["JAX_PROCESS_ID"]["valueFrom"]["fieldRef"]["fieldPath"].endswith("job-completion-index']")
+        for e in envs
+    )
+    assert {p["spec"]["hostname"] for p in pods} == {f"gemma-2b-finetune-a0-{i}" for i in range(4)}
+    status = _status(
+        crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Succeeded", "Succeeded"
+    )
+    assert status["completionTime"]
+    assert status["startTime"]
+    assert status["accelerator"]["hosts"] == 4
+
+
+def test_a_v5e_2x4_slice_is_one_pod(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    doc = merge(FINETUNE, {"spec": {"accelerator": {"topology": "2x4"}}})
+    _apply(crds, namespace, doc)
+    (pod,) = _running(crds, namespace, "gemma-2b-finetune", 0, 1)
+    assert pod["spec"]["nodeName"] in V5E_2X4.node_names()
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["google.com/tpu"] == "8"
+    _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Running", "Running")
+
+
+def test_failures_restart_the_slice_counting_only_application_errors(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    _apply(crds, namespace, merge(FINETUNE, {"spec": {"failurePolicy": {"maxRestarts": 1}}}))
+    pods = _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+    _fail(crds, namespace, pods[1]["metadata"]["name"], 1)
+    status = _status(
+        crds, namespace, "gemma-2b-finetune", lambda s: s.get("attempt") == 1, "the first restart"
+    )
+    assert status["restarts"] == 1
+    assert status["restartHistory"][0]["counted"] is True
+    assert "exit code 1" in status["restartHistory"][0]["reason"]
+    pods = _running(crds, namespace, "gemma-2b-finetune", 1, 4)
+    jobs = crds.kubectl("-n", namespace, "get", "jobs", "-o", "name").split()
+    wait_for(
+        lambda: (
+            crds.kubectl("-n", namespace, "get", "jobs", "-o", "name").split()
+            == ["job.batch/gemma-2b-finetune-a1"]
+        ),
+        30,
+        "the failed attempt's Job to go",
+    )
+
+    _fail(crds, namespace, pods[2]["metadata"]["name"], 143, disruption=True)
+    status = _status(
+        crds, namespace, "gemma-2b-finetune", lambda s: s.get("attempt") == 2, "the disruption restart"
+    )
+    assert status["restarts"] == 1  # a disruption does not count
+    assert status["restartHistory"][1]["counted"] is False
+    assert "DisruptionTarget" in status["restartHistory"][1]["reason"]
+
+    pods = _running(crds, namespace, "gemma-2b-finetune", 2, 4)
+    _fail(crds, namespace, pods[0]["metadata"]["name"], 3)
+    status = _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Failed", "Failed")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "MaxRestartsExceeded"
+    assert "exit code 3" in failed["message"]
+    events = crds.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "reason=SliceRestarted", "-o", "json"
+    )
+    assert len(json.loads(events)["items"]) == 2
+    assert jobs  # every attempt had its Job
+
+
+@pytest.fixture
+def progress_server() -> Iterator[dict[str, Any]]:
+    """A stand-in for the runtime's /progress on pod 0's IP; the test fills in the figures."""
+    state: dict[str, Any] = {"figures": {}, "server": None}
+    yield state
+    if state["server"] is not None:
+        state["server"].shutdown()
+        state["server"].server_close()
+
+
+def test_progress_from_pod_0_shows_in_kubectl_get(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, progress_server: dict[str, Any]
+) -> None:
+    _apply(crds, namespace, FINETUNE)
+    pods = _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+    (pod0,) = [
+        p for p in pods if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "0"
+    ]
+
+    class Progress(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(progress_server["figures"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((pod0["status"]["podIP"], 8000), Progress)
+    progress_server["server"] = server
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for step, loss in [(10, 3.25), (20, 2.5)]:
+        progress_server["figures"] = {
+            "step": step, "total_steps": 2000, "loss": loss, "tokens_per_second": 1234.5, "mfu": 0.41,
+            "eta_seconds": 600, "last_checkpoint": {"step": step, "uri": "gs://my-checkpoints/x"},
+        }  # fmt: skip
+        _status(
+            crds,
+            namespace,
+            "gemma-2b-finetune",
+            lambda s, step=step: s.get("progress", {}).get("step") == step,
+            f"step {step}",
+            timeout=40,
+        )
+        row = crds.kubectl("-n", namespace, "get", "gemmatrainings").splitlines()[1].split()
+        assert row[-4:-1] == ["Running", str(step), str(loss)]  # PHASE, STEP, LOSS, then AGE
+    status = _training(crds, namespace, "gemma-2b-finetune")["status"]
+    assert status["lastCheckpoint"] == {"step": 20, "uri": "gs://my-checkpoints/x"}
+    assert status["progress"]["mfu"] == 0.41
+
+
+def test_suspend_resume_delete_and_operator_restart_converge(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    _apply(crds, namespace, FINETUNE)
+    _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+    _apply(crds, namespace, merge(FINETUNE, {"spec": {"suspend": True}}))
+    _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Suspended", "Suspended")
+    wait_for(lambda: not _pods(crds, namespace, "gemma-2b-finetune"), 30, "pods to stop")
+    running_operator.kill()
+    _apply(crds, namespace, merge(FINETUNE, {"spec": {"suspend": False}}))
+    running_operator.start()
+    _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+    _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Running", "Running again")
+    assert crds.kubectl("-n", namespace, "get", "jobs", "-o", "name").split() == [
+        "job.batch/gemma-2b-finetune-a0"
+    ]
+    crds.kubectl("-n", namespace, "delete", "gemmatraining", "gemma-2b-finetune")
+    wait_for(
+        lambda: (
+            not crds.kubectl(
+                "-n",
+                namespace,
+                "get",
+                "jobs,services,configmaps",
+                "-l",
+                "gemma.ai/training=gemma-2b-finetune",
+                "-o",
+                "name",
+            ).strip()
+        ),
+        60,
+        "the children to be garbage-collected",
+    )
+
+
+def test_multislice_without_jobset_says_so_and_creates_nothing(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    _apply(crds, namespace, sample("training-multislice-v5p"))
+    status = _status(crds, namespace, "gemma2-9b-multislice", lambda s: s.get("phase") == "Failed", "Failed")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "Blocked"
+    assert "JobSet API (jobset.x-k8s.io/v1alpha2) is not installed" in failed["message"]
+    assert not crds.kubectl("-n", namespace, "get", "jobs", "-o", "name").strip()
