@@ -29,7 +29,10 @@ def _apply(cluster: LocalCluster, namespace: str, doc: dict[str, Any]) -> None:
 
 
 def _training(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
-    return json.loads(cluster.kubectl("-n", namespace, "get", "gemmatraining", name, "-o", "json"))
+    obj: dict[str, Any] = json.loads(
+        cluster.kubectl("-n", namespace, "get", "gemmatraining", name, "-o", "json")
+    )
+    return obj
 
 
 def _status(
@@ -58,21 +61,11 @@ def _pods(
 def _running(
     cluster: LocalCluster, namespace: str, name: str, attempt: int, hosts: int
 ) -> list[dict[str, Any]]:
-    return wait_for(
-        lambda: (
-            (
-                pods := [
-                    p
-                    for p in _pods(cluster, namespace, name, attempt)
-                    if p["status"].get("phase") == "Running"
-                ]
-            )
-            and len(pods) == hosts
-            and pods
-        ),
-        60,
-        f"{hosts} running pods of attempt {attempt}",
-    )
+    def probe() -> list[dict[str, Any]] | None:
+        pods = [p for p in _pods(cluster, namespace, name, attempt) if p["status"].get("phase") == "Running"]
+        return pods if len(pods) == hosts else None
+
+    return wait_for(probe, 60, f"{hosts} running pods of attempt {attempt}")
 
 
 def _fail(cluster: LocalCluster, namespace: str, pod: str, code: int, *, disruption: bool = False) -> None:
