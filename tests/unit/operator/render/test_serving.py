@@ -1,18 +1,14 @@
-"""Rendering a GemmaServer: golden files for every serving sample (set GEMMA_UPDATE_GOLDEN=1 to
-rewrite them after an intended change), values that cannot inject YAML, placement on TPU, GPU and CPU
-pools, sources per URI scheme, the config hash that rolls pods, and the HPA only with autoscaling."""
+"""Rendering a GemmaServer: values that cannot inject YAML, placement on TPU, GPU and CPU pools, sources
+per URI scheme, the config hash that rolls pods, the HPA only with autoscaling, suspend, security."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gemma_operator.api.validation import parse
 from gemma_operator.config import Settings
-from gemma_operator.offline import PLACEHOLDER_UID, render_file
+from gemma_operator.offline import PLACEHOLDER_UID
 from gemma_operator.render.serving import render_server
 from tests.api_cases import SAMPLE_FILES, load, merge, sample
 
@@ -23,17 +19,6 @@ SERVER_SAMPLES = [p for p in SAMPLE_FILES if load(p)["kind"] == "GemmaServer"]
 def _render(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     doc = merge(doc, {"metadata": {"namespace": "team", "uid": PLACEHOLDER_UID}})
     return {c["kind"]: c for c in render_server(doc, parse(doc), Settings())}
-
-
-@pytest.mark.parametrize("path", SERVER_SAMPLES, ids=lambda p: p.stem)
-def test_golden_children(path: Path) -> None:
-    text, problems = render_file(path, namespace="team")
-    assert problems == []
-    golden = GOLDEN / f"{path.stem}.yaml"
-    if os.environ.get("GEMMA_UPDATE_GOLDEN") == "1":
-        golden.write_text(text)
-    assert golden.exists(), f"no golden file {golden.name}: run with GEMMA_UPDATE_GOLDEN=1"
-    assert text == golden.read_text(), f"{path.name} renders differently from {golden.name}"
 
 
 def _keys(node: Any) -> set[str]:

@@ -1,0 +1,96 @@
+"""Rendering a GemmaTraining: one Indexed Job per attempt with one pod per host, the jax.distributed
+environment set by the operator, the pod failure policy that names disruptions, Kueue and TTL
+settings, and a JobSet with MEGASCALE_* variables for several slices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gemma_operator.api.validation import parse
+from gemma_operator.config import Settings
+from gemma_operator.offline import PLACEHOLDER_UID
+from gemma_operator.render.training import render_workload
+from tests.api_cases import merge, sample
+
+
+def _render(doc: dict[str, Any], attempt: int = 0) -> dict[str, dict[str, Any]]:
+    doc = merge(doc, {"metadata": {"namespace": "team", "uid": PLACEHOLDER_UID}})
+    return {c["kind"]: c for c in render_workload(doc, parse(doc), Settings(), attempt)}
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_indexed_job_per_attempt_with_one_pod_per_host() -> None:
+    children = _render(sample("training-gemma-2b-v5e"), attempt=3)
+    job = children["Job"]
+    assert job["metadata"]["name"] == "gemma-2b-finetune-a3"
+    assert job["metadata"]["labels"]["gemma.ai/attempt"] == "3"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "tpu-queue"
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (
+        "Indexed",
+        4,
+        4,
+        0,
+    )
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1]["onExitCodes"]["values"] == [42]
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == children["Service"]["metadata"]["name"] == "gemma-2b-finetune"
+    assert children["Service"]["spec"]["clusterIP"] == "None"
+    assert pod["containers"][0]["resources"]["limits"] == {"google.com/tpu": 4}
+
+
+def test_distributed_environment_is_set_by_the_operator() -> None:
+    env = _env(_render(sample("training-gemma-2b-v5e"))["Job"]["spec"]["template"]["spec"]["containers"][0])
+    assert env["JAX_COORDINATOR_ADDRESS"] == "gemma-2b-finetune-a0-0.gemma-2b-finetune.team.svc:8476"
+    assert env["JAX_PROCESS_COUNT"] == "4"
+    index = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+    assert env["JAX_PROCESS_ID"] == env["TPU_WORKER_ID"] == index
+    assert env["TPU_WORKER_HOSTNAMES"].split(",") == [
+        f"gemma-2b-finetune-a0-{i}.gemma-2b-finetune" for i in range(4)
+    ]
+
+
+def test_ttl_and_suspend_reach_the_job() -> None:
+    job = _render(
+        merge(sample("training-tiny-cpu"), {"spec": {"suspend": True, "ttlSecondsAfterFinished": 60}})
+    )["Job"]
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["ttlSecondsAfterFinished"] == 60
+
+
+def test_several_slices_render_a_jobset_with_megascale_variables() -> None:
+    children = _render(sample("training-multislice-v5p"))
+    jobset = children["JobSet"]
+    assert jobset["apiVersion"] == "jobset.x-k8s.io/v1alpha2"
+    assert (
+        jobset["metadata"]["annotations"]["alpha.jobset.sigs.k8s.io/exclusive-topology"]
+        == "cloud.google.com/gke-nodepool"
+    )
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    assert replicated["replicas"] == 2
+    assert replicated["template"]["spec"]["completions"] == 2
+    env = _env(replicated["template"]["spec"]["template"]["spec"]["containers"][0])
+    assert env["MEGASCALE_NUM_SLICES"] == "2"
+    assert env["JAX_PROCESS_COUNT"] == "4"
+    assert env["MEGASCALE_SLICE_ID"] == {
+        "fieldRef": {"fieldPath": "metadata.annotations['jobset.sigs.k8s.io/job-index']"}
+    }
+    assert (
+        env["MEGASCALE_COORDINATOR_ADDRESS"]
+        == "gemma2-9b-multislice-a0-slice-0-0.gemma2-9b-multislice.team.svc"
+    )
+
+
+def test_checkpoint_output_is_mounted_writable() -> None:
+    children = _render(sample("training-gemma-2b-v5e"))
+    assert (
+        "directory: /gemma/output/gs-my-checkpoints/gemma-2b-finetune"
+        in children["ConfigMap"]["data"]["runtime.yaml"]
+    )
+    volumes = {v["name"]: v for v in children["Job"]["spec"]["template"]["spec"]["volumes"]}
+    assert "readOnly" not in volumes["out-gs-my-checkpoints"]["csi"]
