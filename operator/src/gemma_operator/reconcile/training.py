@@ -82,8 +82,9 @@ def failure(pods: Sequence[Mapping[str, Any]], workload: Mapping[str, Any] | Non
 
 
 def _running(observed: Observed) -> bool:
-    running = [p for p in observed.pods if p.get("status", {}).get("phase") == "Running"]
-    return len(running) >= observed.hosts
+    # Hosts that finished still count: the Job's Complete condition follows a moment later.
+    started = [p for p in observed.pods if p.get("status", {}).get("phase") in ("Running", "Succeeded")]
+    return len(started) >= observed.hosts
 
 
 def _progress(data: Mapping[str, Any]) -> dict[str, Any]:
