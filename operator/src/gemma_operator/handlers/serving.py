@@ -4,22 +4,19 @@ deleted by hand is re-created."""
 
 from __future__ import annotations
 
-import datetime
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from gemma_operator import metrics
-from gemma_operator.api.v1alpha1 import API_VERSION, GROUP, VERSION, GemmaServer
+from gemma_operator.api.v1alpha1 import GROUP, VERSION, GemmaServer
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
+from gemma_operator.handlers.common import indexed, now, reconcile_one, retrying, write_status
 from gemma_operator.handlers.context import Context
-from gemma_operator.k8s import ConflictError, KubeError, TransientError, apply_all, prune
+from gemma_operator.k8s import apply_all, prune
 from gemma_operator.reconcile import serving as status_of
-from gemma_operator.reconcile.conditions import transitions
 from gemma_operator.render import naming
 from gemma_operator.render.placement import resolve
 from gemma_operator.render.serving import endpoint, render_server, replicas
@@ -32,35 +29,11 @@ PLURAL = "gemmaservers"
 OPTIONAL_CHILDREN = [("autoscaling/v2", "HorizontalPodAutoscaler")]
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 def reconcile(
     ctx: Context, obj: dict[str, Any], *, apply: bool = True, refetch: bool = False
 ) -> dict[str, Any]:
-    """Bring one GemmaServer's children to the desired state (``apply``) and write its status.
-    ``refetch`` reads the resource first, for callers holding a possibly stale copy."""
-    meta = obj["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    started = time.monotonic()
-    with ctx.lock(KIND, namespace, name):
-        fresh = ctx.kube.get(API_VERSION, KIND, name, namespace) if refetch else obj
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return {}
-        result = "ok"
-        try:
-            status = _reconcile(ctx, fresh, apply=apply)
-        except SpecError:
-            result = "invalid"
-            raise
-        except KubeError:
-            result = "error"
-            raise
-        finally:
-            metrics.RECONCILES.labels(KIND, result).inc()
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
-        return status
+    """Bring one GemmaServer's children to the desired state (``apply``) and write its status."""
+    return reconcile_one(ctx, KIND, obj, lambda c, o: _reconcile(c, o, apply=apply), refetch=refetch)
 
 
 def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, Any]:
@@ -71,8 +44,8 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         server = parse(obj)
     except SpecError as err:
         # Touch no workload: report the fields and wait for a fixed spec.
-        status = status_of.invalid_status(previous, generation, err.problems, _now())
-        _write_status(ctx, obj, previous, status)
+        status = status_of.invalid_status(previous, generation, err.problems, now())
+        write_status(ctx, obj, previous, status, status_of.WARNINGS)
         return status
     assert isinstance(server, GemmaServer)
     if apply:
@@ -109,9 +82,9 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         selector=f"{naming.SERVER_LABEL}={name}",
         endpoint=endpoint(name, namespace, ctx.settings),
         accelerator=resolve(server.spec.accelerator).to_api(),
-        now=_now(),
+        now=now(),
     )
-    _write_status(ctx, obj, previous, status)
+    write_status(ctx, obj, previous, status, status_of.WARNINGS)
     return status
 
 
@@ -122,32 +95,8 @@ def _is_ready(pod: dict[str, Any]) -> bool:
     )
 
 
-def _write_status(
-    ctx: Context, obj: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]
-) -> None:
-    if all(previous.get(k) == v for k, v in status.items()):
-        return
-    meta = obj["metadata"]
-    ctx.kube.patch_status(
-        API_VERSION,
-        KIND,
-        meta["name"],
-        meta["namespace"],
-        status=status,
-        field_manager=ctx.settings.field_manager,
-    )
-    for event in transitions(
-        previous.get("conditions", []), status.get("conditions", []), status_of.WARNINGS
-    ):
-        ctx.recorder.emit(ctx.kube, obj, event.type, event.reason, event.message)
-
-
 def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool, refetch: bool = False) -> None:
-    ctx: Context = memo["ctx"]
-    try:
-        reconcile(ctx, body, apply=apply, refetch=refetch)
-    except (TransientError, ConflictError) as err:
-        raise kopf.TemporaryError(str(err), delay=getattr(err, "retry_after", None) or 5) from err
+    retrying(lambda: reconcile(memo["ctx"], body, apply=apply, refetch=refetch))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -169,17 +118,6 @@ def server_index(
     return {(namespace, name): dict(body)}
 
 
-def _owner(
-    labels: Mapping[str, str], namespace: str | None, index: kopf.Index[Any, Any]
-) -> dict[str, Any] | None:
-    name = labels.get(naming.SERVER_LABEL)
-    if not name or (namespace, name) not in index:
-        return None
-    for body in index[(namespace, name)]:
-        return dict(body)
-    return None
-
-
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/name": "gemma-server"})
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/name": "gemma-server"})
 def server_child_event(
@@ -191,7 +129,7 @@ def server_child_event(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    owner = _owner(labels, namespace, kwargs["server_index"])
+    owner = indexed(kwargs["server_index"], namespace, labels.get(naming.SERVER_LABEL))
     if owner is None:
         return
     # A Deployment deleted by hand is re-created at once; other changes only refresh the status. The

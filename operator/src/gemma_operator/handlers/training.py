@@ -5,23 +5,20 @@ failed one, so a crash in between never counts a restart twice or leaves two att
 
 from __future__ import annotations
 
-import datetime
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import kopf
 
-from gemma_operator import metrics
 from gemma_operator.api.training import GemmaTrainingSpec
-from gemma_operator.api.v1alpha1 import API_VERSION, GROUP, VERSION, GemmaTraining
+from gemma_operator.api.v1alpha1 import GROUP, VERSION, GemmaTraining
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
+from gemma_operator.handlers.common import indexed, now, reconcile_one, retrying, write_status
 from gemma_operator.handlers.context import Context
-from gemma_operator.k8s import ConflictError, KubeError, TransientError, apply_all
+from gemma_operator.k8s import apply_all
 from gemma_operator.reconcile import training as status_of
-from gemma_operator.reconcile.conditions import transitions
 from gemma_operator.render import naming
 from gemma_operator.render.placement import resolve
 from gemma_operator.render.training import (
@@ -43,31 +40,12 @@ NO_JOBSET = (
 )
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 def _workload_kind(spec: GemmaTrainingSpec) -> tuple[str, str]:
     return (JOBSET_API, "JobSet") if spec.accelerator.num_slices > 1 else ("batch/v1", "Job")
 
 
 def reconcile(ctx: Context, obj: dict[str, Any], *, refetch: bool = False) -> dict[str, Any]:
-    meta = obj["metadata"]
-    name, namespace = meta["name"], meta["namespace"]
-    started = time.monotonic()
-    with ctx.lock(KIND, namespace, name):
-        fresh = ctx.kube.get(API_VERSION, KIND, name, namespace) if refetch else obj
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return {}
-        result = "ok"
-        try:
-            return _reconcile(ctx, fresh)
-        except KubeError:
-            result = "error"
-            raise
-        finally:
-            metrics.RECONCILES.labels(KIND, result).inc()
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.monotonic() - started)
+    return reconcile_one(ctx, KIND, obj, _reconcile, refetch=refetch)
 
 
 def _terminal(status: Mapping[str, Any]) -> bool:
@@ -85,8 +63,8 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     try:
         training = parse(obj)
     except SpecError as err:
-        status = status_of.invalid_status(previous, generation, err.problems, _now())
-        _write_status(ctx, obj, previous, status)
+        status = status_of.invalid_status(previous, generation, err.problems, now())
+        write_status(ctx, obj, previous, status, status_of.WARNINGS)
         return status
     assert isinstance(training, GemmaTraining)
     spec = training.spec
@@ -127,11 +105,11 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
         suspended=spec.suspend,
         max_restarts=spec.failure_policy.max_restarts,
         observed=observed,
-        now=_now(),
+        now=now(),
         accelerator=resolve(spec.accelerator).to_api(),
         blocked=blocked,
     )
-    _write_status(ctx, obj, previous, decision.status)
+    write_status(ctx, obj, previous, decision.status, status_of.WARNINGS)
     if decision.restart is not None:
         kind_of_event: Literal["Normal", "Warning"] = "Warning" if decision.restart.counted else "Normal"
         counted = "counted against maxRestarts" if decision.restart.counted else "not counted (disruption)"
@@ -166,32 +144,8 @@ def _delete_old_attempts(ctx: Context, obj: dict[str, Any], kinds: tuple[str, st
             ctx.kube.delete(api_version, kind, workload["metadata"]["name"], namespace)
 
 
-def _write_status(
-    ctx: Context, obj: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]
-) -> None:
-    if all(previous.get(k) == v for k, v in status.items()):
-        return
-    meta = obj["metadata"]
-    ctx.kube.patch_status(
-        API_VERSION,
-        KIND,
-        meta["name"],
-        meta["namespace"],
-        status=status,
-        field_manager=ctx.settings.field_manager,
-    )
-    for event in transitions(
-        previous.get("conditions", []), status.get("conditions", []), status_of.WARNINGS
-    ):
-        ctx.recorder.emit(ctx.kube, obj, event.type, event.reason, event.message)
-
-
 def _run(memo: kopf.Memo, body: dict[str, Any], refetch: bool = False) -> None:
-    ctx: Context = memo["ctx"]
-    try:
-        reconcile(ctx, body, refetch=refetch)
-    except (TransientError, ConflictError) as err:
-        raise kopf.TemporaryError(str(err), delay=getattr(err, "retry_after", None) or 5) from err
+    retrying(lambda: reconcile(memo["ctx"], body, refetch=refetch))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -218,10 +172,9 @@ def training_index(
 def training_child_event(
     *, namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    name = labels.get(naming.TRAINING_LABEL)
-    index = kwargs["training_index"]
-    if not name or (namespace, name) not in index:
+    owner = indexed(kwargs["training_index"], namespace, labels.get(naming.TRAINING_LABEL))
+    if owner is None:
         return
-    owner = next(iter(index[(namespace, name)]))
     ctx: Context = memo["ctx"]
-    ctx.debounce((KIND, str(namespace), name), lambda: _run(memo, dict(owner), refetch=True))
+    key = (KIND, owner["metadata"]["namespace"], owner["metadata"]["name"])
+    ctx.debounce(key, lambda: _run(memo, owner, refetch=True))
