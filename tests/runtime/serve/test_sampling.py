@@ -11,7 +11,9 @@ import pytest
 
 from gemma_runtime.serve.sampling import SamplingParams, batch_arrays, filter_logits, sample
 
-LOGITS = jnp.log(jnp.asarray([[0.5, 0.25, 0.15, 0.1], [0.1, 0.2, 0.3, 0.4]]))
+# numpy at import time: creating a JAX array during collection would start JAX's threads before the
+# cluster tier forks its processes.
+LOGITS = np.log(np.asarray([[0.5, 0.25, 0.15, 0.1], [0.1, 0.2, 0.3, 0.4]], np.float32))
 
 
 def _keys(n: int, seed: int = 0) -> jax.Array:
