@@ -148,7 +148,7 @@ def _line_kind(line: str) -> str | None:
     return None
 
 
-def _module_gomod(module: str, version: str, cwd: Path, log: Log) -> str:
+def _module_gomod(module: str, version: str, cwd: Path) -> str:
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         cwd=cwd,
@@ -193,7 +193,7 @@ def _build_kubernetes(work: Path, target: Path, versions: Versions, log: Log) ->
     k8s = versions.kubernetes
     staging = k8s.replace("v1.", "v0.", 1)
     (mod / "go.mod").write_text("module gemma-operator.local/k8s-build\n\ngo 1.26\n")
-    gomod = _module_gomod("k8s.io/kubernetes", k8s, mod, log)
+    gomod = _module_gomod("k8s.io/kubernetes", k8s, mod)
     replaces = "\n".join(f"\t{name} => {name} {staging}" for name in staging_replacements(gomod))
     (mod / "go.mod").write_text(
         f"module gemma-operator.local/k8s-build\n\ngo 1.26\n\nreplace (\n{replaces}\n)\n"

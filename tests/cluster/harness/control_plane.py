@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -430,9 +430,3 @@ class LocalCluster:
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def running_cluster(**kwargs: Any) -> Iterator[LocalCluster]:
-    with LocalCluster(**kwargs) as cluster:
-        yield cluster

@@ -36,7 +36,6 @@ from gemma_operator.k8s import (
     TransientError,
     apply_all,
     connect,
-    emit,
     prune,
 )
 from tests.cluster.harness.control_plane import LocalCluster, free_port
@@ -394,6 +393,7 @@ def test_emit_creates_an_event_and_drops_a_repeat(kube: Kube, namespace: str) ->
     involved = kube.apply(_config_map(namespace, f"evt-{uuid.uuid4().hex[:6]}", {}), field_manager=MANAGER)
     name = involved["metadata"]["name"]
 
+    emit = EventRecorder().emit
     event = emit(kube, involved, "Warning", "InvalidSpec", "spec.replicas: must be at least 1")
 
     assert event is not None

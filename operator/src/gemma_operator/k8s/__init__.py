@@ -16,7 +16,7 @@ from gemma_operator.k8s.errors import (
     TransientError,
     translate,
 )
-from gemma_operator.k8s.events import REPORTING_CONTROLLER, EventRecorder, EventType, emit
+from gemma_operator.k8s.events import REPORTING_CONTROLLER, EventRecorder, EventType
 
 __all__ = [
     "REPORTING_CONTROLLER",
@@ -33,7 +33,6 @@ __all__ = [
     "apply_all",
     "apply_order",
     "connect",
-    "emit",
     "prune",
     "translate",
 ]

@@ -118,20 +118,3 @@ def _truncate_utf8(text: str, limit: int) -> str:
     if len(data) <= limit:
         return text
     return data[: limit - 3].decode(errors="ignore") + "..."
-
-
-_DEFAULT = EventRecorder()
-
-
-def emit(
-    kube: Kube,
-    involved: dict[str, Any],
-    type: EventType,
-    reason: str,
-    message: str,
-    *,
-    component: str = "gemma-operator",
-    action: str = "Reconcile",
-) -> dict[str, Any] | None:
-    """Emit through the process-wide :class:`EventRecorder` (so de-duplication spans all handlers)."""
-    return _DEFAULT.emit(kube, involved, type, reason, message, action=action, component=component)

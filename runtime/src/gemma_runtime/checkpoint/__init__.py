@@ -3,7 +3,6 @@ format, and one ``load_model`` that recognises each."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 from gemma_runtime.checkpoint import hf, official, store
 from gemma_runtime.checkpoint.params import CheckpointError, load
 from gemma_runtime.config import CheckpointFormat as Format
-from gemma_runtime.model import Transformer, TransformerConfig, preset
+from gemma_runtime.model import Transformer, preset
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +66,6 @@ def load_model(
         param_dtype=param_dtype,
         dtype=dtype,
     )
-
-
-def describe(config: TransformerConfig) -> str:
-    return json.dumps(config.to_dict())
 
 
 __all__ = ["CheckpointError", "Format", "detect", "load_model"]
