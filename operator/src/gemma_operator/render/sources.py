@@ -20,6 +20,7 @@ from typing import Any
 from gemma_operator.api.common import SecretKeyRef
 
 SOURCE_ROOT = "/gemma/sources"
+OUTPUT_ROOT = "/gemma/output"
 CACHE_ROOT = "/gemma/cache"
 TOKEN_ENV = "HF_TOKEN"
 
@@ -39,8 +40,28 @@ class Mounts:
             self.mounts.append({"name": name, "mountPath": mount_path, "readOnly": read_only})
 
 
+def _mount(scheme: str, rest: str, mounts: Mounts, *, writable: bool) -> str:
+    """A claim or a bucket (GKE's Cloud Storage FUSE CSI driver) as a volume: read-only for sources,
+    read-write (a separate volume) for output."""
+    source, _, path = rest.partition("/")
+    label = f"{'pvc' if scheme == 'pvc' else 'gcs'}-{source}"
+    name = _volume_name(f"{'out' if writable else 'src'}-{label}")
+    root = f"{OUTPUT_ROOT if writable else SOURCE_ROOT}/{label}"
+    read_only = {} if writable else {"readOnly": True}
+    if scheme == "pvc":
+        volume: dict[str, Any] = {"persistentVolumeClaim": {"claimName": source, **read_only}}
+    else:
+        attributes = {"bucketName": source, "mountOptions": "implicit-dirs"}
+        volume = {
+            "csi": {"driver": "gcsfuse.csi.storage.gke.io", **read_only, "volumeAttributes": attributes}
+        }
+        mounts.annotations["gke-gcsfuse/volumes"] = "true"
+    mounts._volume(name, volume, root, not writable)
+    return f"{root}/{path}".rstrip("/")
+
+
 def _volume_name(role: str) -> str:
-    return re.sub(r"[^a-z0-9-]", "-", f"src-{role}".lower())[:63]
+    return re.sub(r"[^a-z0-9-]", "-", role.lower())[:63]
 
 
 def resolve(
@@ -51,31 +72,17 @@ def resolve(
     image: str,
     secret: SecretKeyRef | None = None,
     security_context: dict[str, Any] | None = None,
+    writable: bool = False,
 ) -> str:
-    """The path the runtime reads ``uri`` at; adds what the pod needs to ``mounts``."""
+    """The path the runtime reads ``uri`` at (or, ``writable``, writes to: training checkpoints);
+    adds what the pod needs to ``mounts``."""
     scheme, _, rest = uri.partition("://")
     if scheme == "file":
         return "/" + rest.lstrip("/")
-    if scheme == "pvc":
-        claim, _, path = rest.partition("/")
-        name = _volume_name(f"pvc-{claim}")
-        root = f"{SOURCE_ROOT}/pvc-{claim}"
-        mounts._volume(name, {"persistentVolumeClaim": {"claimName": claim, "readOnly": True}}, root, True)
-        return f"{root}/{path}".rstrip("/")
-    if scheme == "gs":
-        bucket, _, path = rest.partition("/")
-        name = _volume_name(f"gcs-{bucket}")
-        root = f"{SOURCE_ROOT}/gcs-{bucket}"
-        csi = {
-            "csi": {
-                "driver": "gcsfuse.csi.storage.gke.io",
-                "readOnly": True,
-                "volumeAttributes": {"bucketName": bucket, "mountOptions": "implicit-dirs"},
-            }
-        }
-        mounts._volume(name, csi, root, True)
-        mounts.annotations["gke-gcsfuse/volumes"] = "true"
-        return f"{root}/{path}".rstrip("/")
+    if scheme in ("pvc", "gs"):
+        return _mount(scheme, rest, mounts, writable=writable)
+    if writable:
+        raise ValueError(f"cannot write to {uri!r}; valid for output: gs://, pvc://, file://")
     if scheme == "hf":
         repo = rest.split("@", 1)[0]
         target = f"{CACHE_ROOT}/hf/{repo}"

@@ -57,7 +57,7 @@ def train_config(
         "resume": spec.checkpoints.resume,
     }
     if spec.checkpoints.uri:
-        checkpoints["directory"] = _writable(spec.checkpoints.uri, mounts)
+        checkpoints["directory"] = resolve(spec.checkpoints.uri, "output", mounts, image=image, writable=True)
     hp = spec.training
     training: dict[str, Any] = {
         "steps": hp.steps,
@@ -94,26 +94,6 @@ def train_config(
         "num_slices": spec.accelerator.num_slices,
         "port": settings.runtime_port,
     }
-
-
-def _writable(uri: str, mounts: Mounts) -> str:
-    """Checkpoint output: a PVC or a bucket mounted read-write; file:// for local trials."""
-    scheme, _, rest = uri.partition("://")
-    if scheme == "file":
-        return "/" + rest.lstrip("/")
-    root = f"/gemma/output/{scheme}-{rest.split('/')[0]}"
-    name = f"out-{scheme}-{rest.split('/')[0]}"[:63].lower()
-    path = rest.partition("/")[2]
-    if scheme == "pvc":
-        mounts._volume(name, {"persistentVolumeClaim": {"claimName": rest.split("/")[0]}}, root, False)
-    else:
-        csi = {
-            "driver": "gcsfuse.csi.storage.gke.io",
-            "volumeAttributes": {"bucketName": rest.split("/")[0], "mountOptions": "implicit-dirs"},
-        }
-        mounts._volume(name, {"csi": csi}, root, False)
-        mounts.annotations["gke-gcsfuse/volumes"] = "true"
-    return f"{root}/{path}".rstrip("/")
 
 
 def _env(name: str, namespace: str, job: str, service: str, hosts: int) -> list[dict[str, Any]]:

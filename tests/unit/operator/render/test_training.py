@@ -89,8 +89,8 @@ def test_several_slices_render_a_jobset_with_megascale_variables() -> None:
 def test_checkpoint_output_is_mounted_writable() -> None:
     children = _render(sample("training-gemma-2b-v5e"))
     assert (
-        "directory: /gemma/output/gs-my-checkpoints/gemma-2b-finetune"
+        "directory: /gemma/output/gcs-my-checkpoints/gemma-2b-finetune"
         in children["ConfigMap"]["data"]["runtime.yaml"]
     )
     volumes = {v["name"]: v for v in children["Job"]["spec"]["template"]["spec"]["volumes"]}
-    assert "readOnly" not in volumes["out-gs-my-checkpoints"]["csi"]
+    assert "readOnly" not in volumes["out-gcs-my-checkpoints"]["csi"]
