@@ -1,0 +1,65 @@
+{{/* The operator's rules on namespaced resources: the same list in the ClusterRole (watching every
+namespace) and in each Role (watching .Values.operator.watchNamespaces). Derived from what the handlers
+call (gemma_operator/handlers, gemma_operator/k8s): a server-side apply needs create (the first time)
+and patch; nothing here touches Secrets. */}}
+{{- define "gemma-operator.namespacedRules" -}}
+# GemmaServer / GemmaTraining: kopf lists and watches them, the handlers re-read one before a refresh,
+# and kopf keeps its bookkeeping in annotations (patch).
+- apiGroups: ["gemma.ai"]
+  resources: ["gemmaservers", "gemmatrainings"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status has one writer, the operator: a merge patch of the status subresource.
+- apiGroups: ["gemma.ai"]
+  resources: ["gemmaservers/status", "gemmatrainings/status"]
+  verbs: ["get", "patch"]
+# Children carry ownerReferences with blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
+# admission plugin (when enabled) allows only to who may update the owner's finalizers.
+- apiGroups: ["gemma.ai"]
+  resources: ["gemmaservers/finalizers", "gemmatrainings/finalizers"]
+  verbs: ["update"]
+# The runtime config (ConfigMap) and the serving / headless Services: server-side applied.
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["create", "patch"]
+# Serving Deployments: applied, read for status, watched for events (a deleted one is re-created).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Training Jobs: applied, read and watched for status, suspend patched, earlier attempts deleted.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- if .Values.rbac.jobSets }}
+# Multislice trainings run as JobSets: applied, read for status, earlier attempts deleted.
+- apiGroups: ["jobset.x-k8s.io"]
+  resources: ["jobsets"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+{{- end }}
+# The serving PodDisruptionBudget: server-side applied.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["create", "patch"]
+# The serving HorizontalPodAutoscaler: applied, and listed and deleted when spec.autoscaling goes away.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "create", "patch", "delete"]
+# Pods are only read: status (scheduling, crash loops, exit codes) and the pod IPs of /stats and /progress.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# Events about our resources: ours are events.k8s.io/v1; kopf posts core v1 Events on handler errors.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs in every mode. */}}
+{{- define "gemma-operator.clusterRules" -}}
+# kopf lists the CRDs at start and watches them, so a CRD installed later (e.g. JobSet) is noticed.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end }}
