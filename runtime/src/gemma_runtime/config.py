@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -125,17 +125,33 @@ class TrainConfig(_Strict):
     mesh: MeshShape = MeshShape()
     checkpoints: CheckpointPolicy = CheckpointPolicy()
     num_slices: int = Field(1, ge=1)
-    port: int = Field(8000, ge=1, le=65535, description="The /progress, /metrics and /healthz port.")
+    host: str = Field("0.0.0.0", description="Address of the progress endpoint (process 0 only).")
+    port: int = Field(8000, ge=0, le=65535, description="The /progress, /metrics and /healthz port; 0: none.")
+
+
+_C = TypeVar("_C", bound=BaseModel)
+
+# The exit code of a run stopped by SIGTERM after saving its state: the operator's Job failure policy
+# (gemma_operator.api.training.RETRY_EXIT_CODE) restarts the slice on it, and the restart resumes.
+INTERRUPTED_EXIT_CODE = 42
 
 
 class ConfigError(ValueError):
     """The config file is missing or invalid; the message names the file and each bad field."""
 
 
-def load_serve_config(path: Path) -> ServeConfig:
+def _load(path: Path, model: type[_C]) -> _C:
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
     try:
-        return ServeConfig.model_validate(yaml.safe_load(path.read_text()))
+        return model.model_validate(yaml.safe_load(path.read_text()))
     except (ValidationError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: {err}") from err
+
+
+def load_serve_config(path: Path) -> ServeConfig:
+    return _load(path, ServeConfig)
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    return _load(path, TrainConfig)

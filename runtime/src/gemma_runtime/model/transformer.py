@@ -3,6 +3,8 @@ final norm, tied output projection, optional final soft-cap."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -64,6 +66,7 @@ class Transformer(nnx.Module):
         self.final_norm = RMSNorm(
             config.embed_dim, eps=config.norm_eps, axis="embed", param_dtype=param_dtype
         )
+        self.remat = "none"  # training sets "minimal" or "full": recompute blocks in the backward pass
 
     def hidden(
         self,
@@ -79,6 +82,9 @@ class Transformer(nnx.Module):
         x = self.embedder.encode(tokens, self.dtype)  # [B, T, D]
         new_cache: Cache | None = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
+            if cache is None and self.remat != "none":
+                x = _rematted(self.remat)(layer, x, positions, segment_ids)
+                continue
             x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
             if new_cache is not None and layer_cache is not None:
                 new_cache.append(layer_cache)
@@ -101,3 +107,18 @@ class Transformer(nnx.Module):
     def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> Cache:
         dtype = dtype or self.dtype
         return [init_layer_cache(self.config, t, batch, max_len, dtype) for t in self.config.attention_types]
+
+
+# What the backward pass keeps of each block: "minimal" saves the matrix products' outputs (recomputing
+# only the cheap element-wise work), "full" saves nothing but the block's input.
+REMAT_POLICIES = {
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+def _rematted(policy: str) -> Any:
+    def run(layer: Block, x: Array, positions: Array, segment_ids: Array | None) -> Array:
+        return layer(x, positions, segment_ids, None)[0]
+
+    return nnx.remat(run, policy=REMAT_POLICIES[policy])

@@ -1,0 +1,1 @@
+"""Sharded, resumable training: data, the jitted step, checkpoints and the loop."""

@@ -1,0 +1,126 @@
+"""What a training reports: ``/progress`` (JSON the operator copies into the GemmaTraining's status),
+``/metrics`` (Prometheus) and ``/healthz``, served by process 0 from a background thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import threading
+import time
+from typing import Any
+
+import prometheus_client as prom
+
+
+@dataclasses.dataclass
+class Figures:
+    """The latest figures; ``as_json`` is the /progress contract (gemma_operator reads these keys)."""
+
+    name: str
+    total_steps: int
+    step: int = 0
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    mfu: float | None = None
+    eta_seconds: float | None = None
+    last_checkpoint: dict[str, Any] | None = None
+    state: str = "Starting"  # Starting, Running, Saving, Finished, Interrupted
+
+    def as_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("loss", "learning_rate", "tokens_per_second", "mfu"):
+            if out[key] is not None:
+                out[key] = round(float(out[key]), 6)
+        if out["eta_seconds"] is not None:
+            out["eta_seconds"] = int(out["eta_seconds"])
+        return out
+
+
+class Metrics:
+    """The Prometheus series, in a registry of their own (one training per process)."""
+
+    def __init__(self) -> None:
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.step = prom.Gauge("gemma_train_step", "Optimizer steps done.", registry=r)
+        self.total = prom.Gauge("gemma_train_total_steps", "Steps the training will run.", registry=r)
+        self.loss = prom.Gauge("gemma_train_loss", "Training loss of the last logged step.", registry=r)
+        self.lr = prom.Gauge("gemma_train_learning_rate", "Learning rate of the last step.", registry=r)
+        self.rate = prom.Gauge("gemma_train_tokens_per_second", "Training throughput.", registry=r)
+        self.mfu = prom.Gauge("gemma_train_mfu", "Model-FLOPs utilisation (0-1).", registry=r)
+        self.tokens = prom.Counter("gemma_train_tokens", "Tokens trained on.", registry=r)
+        self.step_seconds = prom.Histogram(
+            "gemma_train_step_seconds",
+            "Wall time per optimizer step.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.checkpoint_step = prom.Gauge("gemma_train_checkpoint_step", "Step of the last save.", registry=r)
+        self.checkpoint_seconds = prom.Histogram(
+            "gemma_train_checkpoint_seconds", "Time the step loop waited for a save to start.", registry=r
+        )
+
+
+class Server:
+    """A small threaded HTTP server; stopped by ``close``."""
+
+    def __init__(self, host: str, port: int, figures: Figures, metrics: Metrics) -> None:
+        lock = threading.Lock()
+        self.figures, self.metrics, self.lock = figures, metrics, lock
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/progress":
+                    with lock:
+                        body = json.dumps(outer.figures.as_json()).encode()
+                    self._send(200, "application/json", body)
+                elif self.path == "/metrics":
+                    self._send(200, prom.CONTENT_TYPE_LATEST, prom.generate_latest(metrics.registry))
+                elif self.path == "/healthz":
+                    self._send(200, "text/plain", b"ok\n")
+                else:
+                    self._send(404, "application/json", b'{"error": "not found"}')
+
+            def _send(self, code: int, content_type: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:  # requests are not worth a log line each
+                pass
+
+        self._http = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.port = int(self._http.server_address[1])
+        self._thread = threading.Thread(target=self._http.serve_forever, name="progress", daemon=True)
+        self._thread.start()
+
+    def update(self, **changes: Any) -> None:
+        with self.lock:
+            for key, value in changes.items():
+                setattr(self.figures, key, value)
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=5)
+
+
+class Rate:
+    """Tokens per second over the steps since the last report (compilation excluded by the caller)."""
+
+    def __init__(self) -> None:
+        self.since, self.tokens = time.monotonic(), 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def take(self) -> float:
+        now = time.monotonic()
+        rate = self.tokens / max(now - self.since, 1e-9)
+        self.since, self.tokens = now, 0
+        return rate

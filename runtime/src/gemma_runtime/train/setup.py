@@ -1,0 +1,111 @@
+"""Setting a training up: distributed start, mesh, tokenizer, model (random or imported, straight into
+its shardings), and global batches built shard by shard."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from gemma_runtime.checkpoint import load_model
+from gemma_runtime.config import CheckpointFormat, TrainConfig
+from gemma_runtime.model import Transformer, TransformerConfig, preset
+from gemma_runtime.parallel.mesh import make_mesh
+from gemma_runtime.parallel.sharding import param_shardings
+from gemma_runtime.tokenizer import Tokenizer
+from gemma_runtime.train import data, step
+
+log = logging.getLogger(__name__)
+
+
+class TrainError(ValueError):
+    """A config that cannot run on the devices or data present; the message names the field."""
+
+
+def initialize_distributed(env: Mapping[str, str] = os.environ) -> None:
+    """jax.distributed from the operator's variables; one process when they are absent."""
+    address, count = env.get("JAX_COORDINATOR_ADDRESS"), int(env.get("JAX_PROCESS_COUNT", "1"))
+    if not address or count <= 1:
+        return
+    process = int(env.get("JAX_PROCESS_ID", "0"))
+    log.info("distributed: process %d of %d, coordinator %s", process, count, address)
+    jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=process)
+
+
+def tokenizer_for(config: TrainConfig) -> Tokenizer:
+    model = config.model
+    if model.tokenizer:
+        return Tokenizer(model.tokenizer)
+    if model.checkpoint and (Path(model.checkpoint) / "tokenizer.model").exists():
+        return Tokenizer(Path(model.checkpoint) / "tokenizer.model")
+    if model.variant == "tiny":
+        return Tokenizer.tiny()
+    raise TrainError("model.tokenizer: no tokenizer.model beside the checkpoint; give its path")
+
+
+def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transformer], Any, TransformerConfig]:
+    """The graph and the f32 master parameters, created (or loaded) straight into their shardings."""
+    compute = jax.numpy.bfloat16 if config.training.precision == "bf16" else jax.numpy.float32
+    if config.model.checkpoint:
+        fmt = CheckpointFormat(config.model.format) if config.model.format else None
+        model = load_model(
+            Path(config.model.checkpoint), variant=config.model.variant, format=fmt, dtype=compute
+        )
+        model.remat = config.training.remat
+        graphdef, params = nnx.split(model, nnx.Param)
+        return graphdef, jax.device_put(params, param_shardings(params, mesh)), model.config
+    shape = preset(config.model.variant)
+
+    def create() -> Any:
+        m = Transformer(shape, rngs=nnx.Rngs(config.training.seed), dtype=compute)
+        m.remat = config.training.remat
+        return nnx.split(m, nnx.Param)
+
+    graphdef, abstract = nnx.eval_shape(create)
+    params = jax.jit(lambda: create()[1], out_shardings=param_shardings(abstract, mesh))()
+    return graphdef, params, shape
+
+
+def device_batch(batch: data.Batch, sharding: NamedSharding) -> step.Batch:
+    """Global arrays; each process materialises only the shards its devices hold."""
+    arrays = [jax.make_array_from_callback(x.shape, sharding, lambda i, x=x: x[i]) for x in batch.as_tuple()]
+    return arrays[0], arrays[1], arrays[2], arrays[3], arrays[4]
+
+
+def mesh_for(config: TrainConfig, devices: Sequence[jax.Device]) -> Mesh:
+    """The config's mesh over ``devices``, checked against the batch it must split."""
+    try:
+        mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+    except ValueError as err:
+        raise TrainError(f"mesh: {err}") from None
+    h = config.training
+    if h.global_batch_size % h.gradient_accumulation_steps:
+        raise TrainError(
+            f"training.globalBatchSize {h.global_batch_size} is not a multiple of "
+            f"training.gradientAccumulationSteps {h.gradient_accumulation_steps}"
+        )
+    micro, shards = (
+        h.global_batch_size // h.gradient_accumulation_steps,
+        mesh.shape["data"] * mesh.shape["fsdp"],
+    )
+    if micro % shards:
+        raise TrainError(
+            f"training.globalBatchSize: a micro-batch of {micro} rows does not split over the mesh's "
+            f"data x fsdp = {shards} devices; use a multiple of {shards * h.gradient_accumulation_steps}"
+        )
+    log.info("devices: %d x %s, mesh %s, process %d of %d", len(devices), devices[0].device_kind,
+             dict(mesh.shape), jax.process_index(), jax.process_count())  # fmt: skip
+    return mesh
+
+
+def check_vocab(tokenizer: Tokenizer, shape: TransformerConfig) -> None:
+    if tokenizer.vocab_size > shape.vocab_size:
+        raise TrainError(
+            f"model.tokenizer: {tokenizer.vocab_size} tokens but {shape.name} has {shape.vocab_size}"
+        )

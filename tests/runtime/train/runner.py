@@ -1,0 +1,70 @@
+"""Run `gemma-runtime train` in child processes (simulated device counts need a fresh JAX)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUNTIME = [sys.executable, "-m", "gemma_runtime"]
+
+
+def env(devices: int = 1, **extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    out.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+    return out
+
+
+def config(tmp: Path, name: str = "t", **changes: Any) -> Path:
+    """A TrainConfig file for the tiny preset on the shipped sample text."""
+    doc: dict[str, Any] = {
+        "name": name,
+        "model": {"variant": "tiny"},
+        "data": {"path": str(sample()), "format": "text"},
+        "training": {
+            "steps": 20,
+            "global_batch_size": 8,
+            "sequence_length": 64,
+            "learning_rate": 3e-3,
+            "warmup_steps": 5,
+            "precision": "f32",
+            "remat": "none",
+        },
+        "port": 0,
+    }
+    for key, value in changes.items():
+        doc[key] = {**doc[key], **value} if isinstance(value, dict) and key in doc else value
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def sample() -> Path:
+    from gemma_runtime.train.command import sample_data
+
+    return sample_data()
+
+
+def train(
+    args: list[str], *, devices: int = 1, timeout: float = 300, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*RUNTIME, "train", "--no-progress", *args], env=env(devices, **extra), capture_output=True,
+        text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def start(args: list[str], *, devices: int = 1, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*RUNTIME, "train", "--no-progress", *args], env=env(devices, **extra), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def losses(metrics_file: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, metrics_file.read_text().splitlines())}
