@@ -54,16 +54,23 @@ def train(
     args: list[str], *, devices: int = 1, timeout: float = 300, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*RUNTIME, "train", "--no-progress", *args], env=env(devices, **extra), capture_output=True,
-        text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        [*RUNTIME, "train", "--no-progress", *args],
+        env=env(devices, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def start(args: list[str], *, devices: int = 1, **extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*RUNTIME, "train", "--no-progress", *args], env=env(devices, **extra), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [*RUNTIME, "train", "--no-progress", *args],
+        env=env(devices, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def losses(metrics_file: Path) -> dict[int, float]:

@@ -19,8 +19,9 @@ def _curve(tmp_path: Path, mesh: tuple[int, int, int], devices: int) -> dict[int
     name = "m" + "x".join(map(str, mesh))
     cfg = runner.config(tmp_path, name, mesh=dict(zip(("data", "fsdp", "tensor"), mesh, strict=True)))
     metrics = tmp_path / f"{name}.jsonl"
-    done = runner.train(["--config", str(cfg), "--metrics-file", str(metrics), "--log-every", "1"],
-                        devices=devices)  # fmt: skip
+    done = runner.train(
+        ["--config", str(cfg), "--metrics-file", str(metrics), "--log-every", "1"], devices=devices
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"mesh {{'data': {mesh[0]}, 'fsdp': {mesh[1]}, 'tensor': {mesh[2]}}}" in done.stderr
     return runner.losses(metrics)

@@ -49,8 +49,16 @@ def _run(
 
 
 def _hyper(**changes: Any) -> Hyperparameters:
-    return Hyperparameters.model_validate({"steps": 5, "global_batch_size": 4, "learning_rate": 3e-3,
-                                           "warmup_steps": 2, "weight_decay": 0.1, **changes})  # fmt: skip
+    return Hyperparameters.model_validate(
+        {
+            "steps": 5,
+            "global_batch_size": 4,
+            "learning_rate": 3e-3,
+            "warmup_steps": 2,
+            "weight_decay": 0.1,
+            **changes,
+        }
+    )
 
 
 def test_gradient_accumulation_gives_the_same_updates_as_one_batch() -> None:

@@ -150,6 +150,11 @@ def load(path: Path, fmt: str, text_field: str, tokenizer: Tokenizer, length: in
     tokens = sum(len(d) for d in docs)
     log.info(
         "data: %d documents, %d tokens packed into %d rows of %d in %.2f s (%.0f tokens/s)",
-        len(docs), tokens, packed.rows, length, seconds, tokens / seconds,
-    )  # fmt: skip
+        len(docs),
+        tokens,
+        packed.rows,
+        length,
+        seconds,
+        tokens / seconds,
+    )
     return packed

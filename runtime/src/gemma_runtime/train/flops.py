@@ -61,4 +61,4 @@ def peak_flops(devices: list[jax.Device]) -> float:
     for prefix in sorted(PEAKS, key=len, reverse=True):
         if kind.startswith(prefix):
             return PEAKS[prefix] * len(devices)
-    return measured_cpu_peak() * jax.process_count()
+    return measured_cpu_peak() * int(jax.process_count())

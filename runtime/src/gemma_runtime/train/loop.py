@@ -79,23 +79,22 @@ class Training:
             Path(config.data.path), config.data.format, config.data.text_field, tokenizer, h.sequence_length
         )
         self.dataset = data.Dataset(self.packed, h.global_batch_size, h.seed)
-        with self.mesh:
-            self.graphdef, params, self.shape = setup.build_model(config, self.mesh)
-            setup.check_vocab(tokenizer, self.shape)
-            self.lora: lora.Settings | None = None
-            self.frozen: Any = {}
-            trainable = params
-            if h.lora is not None:
-                self.lora = lora.settings(params, h.lora.rank, h.lora.alpha)
-                replicated = NamedSharding(self.mesh, PartitionSpec())
-                adapters = lora.init(params, self.lora, jax.random.key(h.seed))
-                trainable, self.frozen = jax.device_put(adapters, replicated), params
-            trainer = step.Trainer(
-                self.graphdef, step.optimizer(h), step.schedule(h), h.gradient_accumulation_steps, self.lora
-            )
-            self.state = step.init_state(trainer, trainable, self.mesh)
-            self.batches = batch_sharding(self.mesh)
-            self.step_fn = step.compile_step(trainer, self.state, self.frozen, self.batches, self.mesh)
+        self.graphdef, params, self.shape = setup.build_model(config, self.mesh)
+        setup.check_vocab(tokenizer, self.shape)
+        self.lora: lora.Settings | None = None
+        self.frozen: Any = {}
+        trainable = params
+        if h.lora is not None:
+            self.lora = lora.settings(params, h.lora.rank, h.lora.alpha)
+            replicated = NamedSharding(self.mesh, PartitionSpec())
+            adapters = lora.init(params, self.lora, jax.random.key(h.seed))
+            trainable, self.frozen = jax.device_put(adapters, replicated), params
+        trainer = step.Trainer(
+            self.graphdef, step.optimizer(h), step.schedule(h), h.gradient_accumulation_steps, self.lora
+        )
+        self.state = step.init_state(trainer, trainable, self.mesh)
+        self.batches = batch_sharding(self.mesh)
+        self.step_fn = step.compile_step(trainer, self.state, self.frozen, self.batches, self.mesh)
         policy = config.checkpoints
         self.ckpts = (
             Checkpoints(policy.directory, interval=policy.interval_steps, keep=policy.keep)
@@ -117,15 +116,21 @@ class Training:
         latest = self.ckpts.latest()
         if latest is None:
             return 0
-        with self.mesh:
-            self.state, meta = self.ckpts.restore(latest, self.state)
+        self.state, meta = self.ckpts.restore(latest, self.state)
         start = int(jax.device_get(self.state["step"]))
         position = meta.get("data", {})
-        log.info("resumed from %s at step %d (data epoch %.2f)", self.ckpts.uri(latest), start,
-                 position.get("epoch", 0.0))  # fmt: skip
+        log.info(
+            "resumed from %s at step %d (data epoch %.2f)",
+            self.ckpts.uri(latest),
+            start,
+            position.get("epoch", 0.0),
+        )
         if position.get("rows") not in (None, self.packed.rows):
-            log.warning("the dataset changed since the checkpoint (%s rows, now %d): batches differ",
-                        position["rows"], self.packed.rows)  # fmt: skip
+            log.warning(
+                "the dataset changed since the checkpoint (%s rows, now %d): batches differ",
+                position["rows"],
+                self.packed.rows,
+            )
         return start
 
     def run(self, stop: Stop | None = None) -> Result:
@@ -156,8 +161,13 @@ class Training:
                 self.server.update(state="Interrupted" if self.result.interrupted else "Finished")
                 self.server.close()
         how = "interrupted" if self.result.interrupted else "done"
-        log.info("training %s at step %d of %d after %.1f s", how, self.result.steps, total,
-                 time.monotonic() - started)  # fmt: skip
+        log.info(
+            "training %s at step %d of %d after %.1f s",
+            how,
+            self.result.steps,
+            total,
+            time.monotonic() - started,
+        )
         return self.result
 
     def _steps(self, start: int, stop: Stop, bar: _Bar | None, out: IO[str] | None) -> None:
@@ -183,7 +193,7 @@ class Training:
                 self._checkpoint(done)
             self.result.steps = done
             if stop.requested.is_set() and done < total:
-                log.warning("SIGTERM: saving step %d before exit", done)
+                log.warning("stop requested (SIGTERM): saving step %d before exit", done)
                 self._checkpoint(done)
                 self.result.interrupted = True
                 return
@@ -192,8 +202,13 @@ class Training:
         assert self.ckpts is not None
         waited = time.monotonic()
         h = self.config.training
-        position = {"step": done, "epoch": self.dataset.epoch_of(done), "rows": self.packed.rows,
-                    "batch_size": h.global_batch_size, "seed": h.seed}  # fmt: skip
+        position = {
+            "step": done,
+            "epoch": self.dataset.epoch_of(done),
+            "rows": self.packed.rows,
+            "batch_size": h.global_batch_size,
+            "seed": h.seed,
+        }
         self.ckpts.save(done, self.state, {"step": done, "loss": self.last_loss, "data": position})
         self.metrics.checkpoint_seconds.observe(time.monotonic() - waited)
         self.metrics.checkpoint_step.set(done)
@@ -201,8 +216,9 @@ class Training:
         if self.server is not None:
             self.server.update(last_checkpoint={"step": done, "uri": self.ckpts.uri(done)})
 
-    def _report(self, done: int, got: dict[str, float], tps: float | None, bar: _Bar | None,
-                out: IO[str] | None) -> None:  # fmt: skip
+    def _report(
+        self, done: int, got: dict[str, float], tps: float | None, bar: _Bar | None, out: IO[str] | None
+    ) -> None:
         total = self.config.training.steps
         self.last_loss = self.result.losses[done] = got["loss"]
         mfu = tps * self.flops_per_token / self.peak if tps else None
@@ -215,16 +231,35 @@ class Training:
             m.rate.set(tps)
             m.mfu.set(mfu)
         if self.server is not None:
-            self.server.update(step=done, loss=got["loss"], learning_rate=got["learning_rate"],
-                               tokens_per_second=tps, mfu=mfu, eta_seconds=eta)  # fmt: skip
+            self.server.update(
+                step=done,
+                loss=got["loss"],
+                learning_rate=got["learning_rate"],
+                tokens_per_second=tps,
+                mfu=mfu,
+                eta_seconds=eta,
+            )
         if out is not None:
-            record = {"step": done, "loss": got["loss"], "learning_rate": got["learning_rate"],
-                      "grad_norm": got["grad_norm"], "tokens_per_second": tps, "mfu": mfu}  # fmt: skip
+            record = {
+                "step": done,
+                "loss": got["loss"],
+                "learning_rate": got["learning_rate"],
+                "grad_norm": got["grad_norm"],
+                "tokens_per_second": tps,
+                "mfu": mfu,
+            }
             out.write(json.dumps(record) + "\n")
             out.flush()
         rates = f", {tps:.1f} tokens/s, MFU {mfu:.1%}" if tps and mfu is not None else ""
-        log.info("step %d/%d: loss %.4f, lr %.2e, grad norm %.3f%s", done, total, got["loss"],
-                 got["learning_rate"], got["grad_norm"], rates)  # fmt: skip
+        log.info(
+            "step %d/%d: loss %.4f, lr %.2e, grad norm %.3f%s",
+            done,
+            total,
+            got["loss"],
+            got["learning_rate"],
+            got["grad_norm"],
+            rates,
+        )
         if bar is not None:
             bar.update(done, f"loss {got['loss']:.3f}")
 
@@ -244,9 +279,12 @@ class _Bar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._bar = Progress(
-            TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
             TimeRemainingColumn(),
-        )  # fmt: skip
+        )
         self._bar.start()
         self._task = self._bar.add_task("train", total=total, completed=start, info="compiling")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
@@ -74,7 +75,11 @@ def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transform
 
 def device_batch(batch: data.Batch, sharding: NamedSharding) -> step.Batch:
     """Global arrays; each process materialises only the shards its devices hold."""
-    arrays = [jax.make_array_from_callback(x.shape, sharding, lambda i, x=x: x[i]) for x in batch.as_tuple()]
+
+    def place(x: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    arrays = [place(x) for x in batch.as_tuple()]
     return arrays[0], arrays[1], arrays[2], arrays[3], arrays[4]
 
 
@@ -99,8 +104,14 @@ def mesh_for(config: TrainConfig, devices: Sequence[jax.Device]) -> Mesh:
             f"training.globalBatchSize: a micro-batch of {micro} rows does not split over the mesh's "
             f"data x fsdp = {shards} devices; use a multiple of {shards * h.gradient_accumulation_steps}"
         )
-    log.info("devices: %d x %s, mesh %s, process %d of %d", len(devices), devices[0].device_kind,
-             dict(mesh.shape), jax.process_index(), jax.process_count())  # fmt: skip
+    log.info(
+        "devices: %d x %s, mesh %s, process %d of %d",
+        len(devices),
+        devices[0].device_kind,
+        dict(mesh.shape),
+        jax.process_index(),
+        jax.process_count(),
+    )
     return mesh
 
 
