@@ -13,6 +13,12 @@ from gemma_runtime import __version__
 from gemma_runtime.config import CheckpointFormat
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from gemma_runtime.serve import command
+
+    return command.run(args)
+
+
 def _convert(args: argparse.Namespace) -> int:
     from gemma_runtime.checkpoint import CheckpointError, Format, load_model, store
 
@@ -44,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from gemma_runtime.serve import command as serve_command  # JAX-free until a server starts
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model behind an OpenAI-compatible HTTP API",
+        description=serve_command.DESCRIPTION,
+    )
+    serve_command.add_arguments(serve)
+    serve.set_defaults(func=_serve)
     convert = commands.add_parser(
         "convert",
         help="convert a Hugging Face or official Gemma checkpoint to the runtime's Orbax format",

@@ -1,0 +1,83 @@
+"""The ``gemma-runtime serve`` command line: a config file (what the operator renders), or flags as other
+servers have them for people starting it by hand. JAX-free until a server starts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from gemma_runtime.config import ConfigError, ServeConfig, load_serve_config
+
+DESCRIPTION = (
+    "Serve one model behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
+    "/v1/models) with /healthz, /readyz, /metrics and /stats. Give --config FILE (the operator's "
+    "runtime.yaml), or --checkpoint DIR and/or --variant NAME (no checkpoint: random weights)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="runtime config (YAML); the flags below override it")
+    parser.add_argument("--checkpoint", help="checkpoint directory (Hugging Face, official Orbax or ours)")
+    parser.add_argument("--tokenizer", help="SentencePiece tokenizer.model (default: beside the checkpoint)")
+    parser.add_argument("--variant", help="model preset, e.g. gemma2-2b or tiny (needed for official Orbax)")
+    parser.add_argument("--served-model-name", help="the model id clients send (default: the variant)")
+    parser.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--max-batch-size", type=int, help="decode slots (default 32)")
+    parser.add_argument("--max-sequence-length", type=int, help="prompt plus completion tokens")
+    parser.add_argument("--max-prefill-length", type=int, help="prompt tokens per engine step")
+    parser.add_argument("--max-queued-requests", type=int, help="waiting requests before 429")
+    parser.add_argument("--quantization", choices=["none", "int8"], help="weight quantization")
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], help="compute dtype")
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    """The config file (if any) with the flags laid over it; raises ConfigError naming the problem."""
+    base = load_serve_config(args.config).model_dump() if args.config else {}
+    model = dict(base.get("model") or {})
+    for field in ("checkpoint", "tokenizer", "variant"):
+        if getattr(args, field):
+            model[field] = getattr(args, field)
+    if "variant" not in model and model.get("checkpoint"):
+        model["variant"] = _variant_of(Path(model["checkpoint"]))
+    if "variant" not in model:
+        raise ConfigError("give --config, --checkpoint or --variant")
+    flat = {
+        "host": args.host,
+        "port": args.port,
+        "max_batch_size": args.max_batch_size,
+        "max_sequence_length": args.max_sequence_length,
+        "max_prefill_length": args.max_prefill_length,
+        "max_queued_requests": args.max_queued_requests,
+        "quantization": args.quantization,
+        "dtype": args.dtype,
+        "served_model_name": args.served_model_name,
+    }
+    document = {**base, **{k: v for k, v in flat.items() if v is not None}, "model": model}
+    document.setdefault("served_model_name", model["variant"])
+    if args.max_sequence_length and not args.max_prefill_length and not args.config:
+        document["max_prefill_length"] = min(args.max_sequence_length, 1024)
+    try:
+        return ServeConfig.model_validate(document)
+    except ValidationError as err:
+        raise ConfigError(str(err)) from err
+
+
+def _variant_of(checkpoint: Path) -> str:
+    """A name for a checkpoint that carries its own config (the folder's name)."""
+    return checkpoint.resolve().name or "model"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from gemma_runtime.serve.launch import serve
+
+    serve(config)
+    return 0

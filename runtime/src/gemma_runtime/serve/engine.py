@@ -1,0 +1,183 @@
+"""The decode engine: a preallocated KV cache with one slot per concurrent sequence, and one jitted step
+that generates a token for every decoding slot while prefilling one chunk of one prompt.
+
+The interface is JetStream's, with prefill folded into the step so prompt chunks ride with the decode
+tokens: ``insert(slot)`` claims a slot for a new sequence, ``step(work)`` runs the model once and samples,
+``prefill`` is a chunk in ``work``. Everything here is static-shaped: a step's chunk length is one of a
+few buckets (powers of two up to ``max_prefill``), so steady state never recompiles; ``warm_up`` compiles
+every bucket before the server reports ready. The scheduler (host only) decides what goes in each step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gemma_runtime.model import Transformer, TransformerConfig
+from gemma_runtime.model.attention import LayerCache, cache_slots, init_layer_cache
+from gemma_runtime.serve.forward import StepTokens, forward
+from gemma_runtime.serve.interface import TOP_LOGPROBS, Chunk, StepResult, StepWork
+from gemma_runtime.serve.sampling import sample
+from gemma_runtime.serve.weights import Weights, extract, weight_bytes
+
+Array = jax.Array
+log = logging.getLogger(__name__)
+
+
+def buckets(max_prefill: int, smallest: int = 16) -> tuple[int, ...]:
+    """Chunk lengths compiled: powers of two from ``smallest`` up to ``max_prefill`` (always included)."""
+    sizes, size = [], smallest
+    while size < max_prefill:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, max_prefill)
+
+
+def kv_cache_bytes(config: TransformerConfig, slots: int, max_len: int, itemsize: int, ring: bool) -> int:
+    """Bytes of keys and values for ``slots`` sequences of ``max_len`` (positions not counted); ``ring``
+    False gives what a full-length cache on every layer would take."""
+    per_position = 2 * config.num_kv_heads * config.head_dim * itemsize
+    lengths = [cache_slots(config, t, max_len) if ring else max_len for t in config.attention_types]
+    return slots * per_position * sum(lengths)
+
+
+class ModelEngine:
+    """The JAX engine over a :class:`Transformer`'s weights (optionally int8)."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        *,
+        slots: int,
+        max_len: int,
+        max_prefill: int,
+        quantization: str = "none",
+    ) -> None:
+        config = model.config
+        if max_prefill > max_len:
+            raise ValueError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
+        self.config = config
+        self.slots, self.max_len, self.max_prefill = slots, max_len, max_prefill
+        self.vocab_size = config.vocab_size
+        self.dtype = model.dtype
+        self.buckets = buckets(max_prefill)
+        self.weights: Weights = extract(model, quantization)
+        self.cache: list[LayerCache] = [
+            init_layer_cache(config, t, slots, max_len, self.dtype) for t in config.attention_types
+        ]
+        self._step = jax.jit(functools.partial(_step, config, self.dtype), donate_argnames=("cache",))
+        self._reset = jax.jit(_reset_slot, donate_argnums=(0,))
+        log.info(
+            "engine: %d slots x %d tokens, weights %.1f MB, KV cache %.1f MB (%.1f MB without rings)",
+            slots,
+            max_len,
+            weight_bytes(self.weights) / 1e6,
+            self.kv_bytes(ring=True) / 1e6,
+            self.kv_bytes(ring=False) / 1e6,
+        )
+
+    def kv_bytes(self, *, ring: bool = True) -> int:
+        itemsize = jnp.dtype(self.dtype).itemsize
+        return kv_cache_bytes(self.config, self.slots, self.max_len, itemsize, ring)
+
+    def chunk_length(self, remaining: int) -> int:
+        return min(remaining, self.max_prefill)
+
+    def insert(self, slot: int) -> None:
+        self.cache = self._reset(self.cache, jnp.int32(slot))
+
+    def step(self, work: StepWork) -> StepResult:
+        chunk = work.chunk
+        if chunk is None:
+            size, slot, last = 0, 0, 0
+            chunk_tokens = np.zeros((0,), np.int32)
+            chunk_positions = np.zeros((0,), np.int32)
+        else:
+            n = len(chunk.tokens)
+            size = next(b for b in self.buckets if b >= n)
+            slot, last = chunk.slot, n - 1
+            chunk_tokens = np.zeros((size,), np.int32)
+            chunk_tokens[:n] = chunk.tokens
+            chunk_positions = np.full((size,), -1, np.int32)
+            chunk_positions[:n] = np.arange(chunk.start, chunk.start + n)
+        tokens = StepTokens(
+            jnp.asarray(work.tokens, jnp.int32),
+            jnp.asarray(work.positions, jnp.int32),
+            jnp.asarray(chunk_tokens),
+            jnp.asarray(chunk_positions),
+            jnp.int32(slot),
+        )
+        sampling = (
+            jnp.asarray(work.temperature, jnp.float32),
+            jnp.asarray(work.top_k, jnp.int32),
+            jnp.asarray(work.top_p, jnp.float32),
+            jnp.asarray(work.seeds, jnp.uint32),
+            jnp.asarray(work.counters, jnp.int32),
+        )
+        out, self.cache = self._step(
+            weights=self.weights,
+            cache=self.cache,
+            tokens=tokens,
+            chunk_last=jnp.int32(last),
+            sampling=sampling,
+        )
+        arrays = [np.array(a) for a in out]  # [B + 1, ...] each, writable copies
+        if chunk is not None:  # the chunk's row (index B) answers for its slot
+            for array in arrays:
+                array[chunk.slot] = array[self.slots]
+        return StepResult(*(a[: self.slots] for a in arrays))
+
+    def warm_up(self) -> float:
+        """Compile every step shape (decode only, and each chunk bucket); returns the seconds taken.
+        The cache is reset afterwards."""
+        started = time.monotonic()
+        idle = StepWork(
+            tokens=np.zeros(self.slots, np.int32),
+            positions=np.full(self.slots, -1, np.int32),
+            temperature=np.zeros(self.slots, np.float32),
+            top_k=np.zeros(self.slots, np.int32),
+            top_p=np.ones(self.slots, np.float32),
+            seeds=np.zeros(self.slots, np.uint32),
+            counters=np.zeros(self.slots, np.int32),
+        )
+        self.step(idle)
+        for size in self.buckets:
+            self.step(dataclasses.replace(idle, chunk=Chunk(0, [0] * size, 0, True)))
+        for slot in range(self.slots):
+            self.insert(slot)
+        return time.monotonic() - started
+
+
+def _reset_slot(cache: list[LayerCache], slot: Array) -> list[LayerCache]:
+    """Mark every entry of one slot empty (keys and values stay; nothing attends to position -1)."""
+    return [{**layer, "pos": layer["pos"].at[slot].set(-1)} for layer in cache]
+
+
+def _step(
+    config: TransformerConfig,
+    dtype: jnp.dtype,
+    *,
+    weights: Weights,
+    cache: list[LayerCache],
+    tokens: StepTokens,
+    chunk_last: Array,
+    sampling: tuple[Array, Array, Array, Array, Array],
+) -> tuple[tuple[Array, Array, Array, Array], list[LayerCache]]:
+    """Forward, then sample every row ([B + 1]: the slots, then the chunk's row, which uses its slot's
+    settings)."""
+    logits, cache = forward(
+        config, weights, cache, tokens, chunk_rows=chunk_last[None], dtype=dtype
+    )  # [B+1, V]
+    temperature, top_k, top_p, seeds, counters = (
+        jnp.concatenate([a, a[tokens.chunk_slot][None]]) for a in sampling
+    )
+    keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.PRNGKey(s), c))(seeds, counters)
+    chosen, logprob = sample(logits, temperature, top_k, top_p, keys)
+    top_logprobs, top_tokens = jax.lax.top_k(jax.nn.log_softmax(logits, axis=-1), TOP_LOGPROBS)
+    return (chosen, logprob, top_tokens.astype(jnp.int32), top_logprobs), cache

@@ -1,0 +1,104 @@
+"""Serving metrics: Prometheus series for /metrics and the JSON figures the operator pulls from /stats.
+
+Prometheus names (documented in the README): gemma_time_to_first_token_seconds,
+gemma_time_per_output_token_seconds and gemma_e2e_request_latency_seconds (histograms),
+gemma_requests_waiting and gemma_slots_in_use (gauges), gemma_prompt_tokens_total,
+gemma_generation_tokens_total and gemma_requests_finished_total{reason} (counters).
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gemma_runtime.serve.scheduler import Request
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+_TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
+RATE_WINDOW_S = 10.0  # generated tokens/s is measured over this window
+TTFT_WINDOW = 200  # the p50 time to first token is over the latest requests
+
+
+class ServeMetrics:
+    """Implements the scheduler's Observer; ``queue`` reports (waiting, running) when scraped."""
+
+    def __init__(self, queue: Callable[[], tuple[int, int]]) -> None:
+        self.registry = CollectorRegistry()
+        self._queue = queue
+        self.ttft = Histogram(
+            "gemma_time_to_first_token_seconds",
+            "Arrival to first generated token.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tpot = Histogram(
+            "gemma_time_per_output_token_seconds",
+            "Mean time between generated tokens after the first, per request.",
+            buckets=_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.e2e = Histogram(
+            "gemma_e2e_request_latency_seconds",
+            "Arrival to the last token.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        waiting = Gauge("gemma_requests_waiting", "Requests queued for a slot.", registry=self.registry)
+        waiting.set_function(lambda: self._queue()[0])
+        slots = Gauge("gemma_slots_in_use", "Decode slots holding a request.", registry=self.registry)
+        slots.set_function(lambda: self._queue()[1])
+        self.prompt_tokens = Counter(
+            "gemma_prompt_tokens", "Prompt tokens prefilled.", registry=self.registry
+        )
+        self.generated_tokens = Counter(
+            "gemma_generation_tokens", "Tokens generated.", registry=self.registry
+        )
+        self.finished_requests = Counter(
+            "gemma_requests_finished", "Requests finished, by reason.", ["reason"], registry=self.registry
+        )
+        self._lock = threading.Lock()
+        self._recent_steps: collections.deque[tuple[float, int]] = collections.deque()
+        self._recent_ttft: collections.deque[float] = collections.deque(maxlen=TTFT_WINDOW)
+
+    def step(self, generated: int, prompt_tokens: int, seconds: float) -> None:
+        self.generated_tokens.inc(generated)
+        self.prompt_tokens.inc(prompt_tokens)
+        now = time.monotonic()
+        with self._lock:
+            self._recent_steps.append((now, generated))
+            while self._recent_steps and self._recent_steps[0][0] < now - RATE_WINDOW_S:
+                self._recent_steps.popleft()
+
+    def finished(self, request: Request) -> None:
+        self.finished_requests.labels(request.finish_reason or "unknown").inc()
+        end = request.finished_at or time.monotonic()
+        self.e2e.observe(end - request.arrived)
+        if request.first_token_at is not None:
+            ttft = request.first_token_at - request.arrived
+            self.ttft.observe(ttft)
+            with self._lock:
+                self._recent_ttft.append(ttft)
+            if request.generated > 1:
+                self.tpot.observe((end - request.first_token_at) / (request.generated - 1))
+
+    def stats(self) -> dict[str, float | int]:
+        """The operator's /stats document."""
+        waiting, running = self._queue()
+        now = time.monotonic()
+        with self._lock:
+            recent = [n for t, n in self._recent_steps if t >= now - RATE_WINDOW_S]
+            ttfts = list(self._recent_ttft)
+        return {
+            "requests_running": running,
+            "requests_waiting": waiting,
+            "generated_tokens_per_second": round(sum(recent) / RATE_WINDOW_S, 3),
+            "time_to_first_token_p50_seconds": round(statistics.median(ttfts), 4) if ttfts else 0.0,
+        }
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,319 @@
+"""Continuous batching on the host: admit waiting requests into free slots between engine steps, retire
+finished ones at once, and feed every step with all decoding slots plus one prompt chunk.
+
+Fairness: admission is first come, first served; prompt chunks go round-robin over the slots still
+prefilling, so a long prompt is cut into chunks and never holds up a short one for more than a chunk,
+and decoding slots advance every step whatever is being prefilled. Nothing here touches JAX: the engine
+does the arithmetic, the scheduler only updates host state (JetStream's rule).
+
+Threads: ``submit`` and ``cancel`` are called from the server's event loop; ``run`` loops on its own
+thread. Sinks are called on the engine thread and must only hand results over (never block).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from typing import Protocol
+
+import numpy as np
+
+from gemma_runtime.serve.interface import Chunk, Engine, StepResult, StepWork
+from gemma_runtime.serve.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class QueueFullError(RuntimeError):
+    """Too many requests are waiting; retry after ``retry_after`` seconds."""
+
+    def __init__(self, waiting: int, retry_after: float) -> None:
+        super().__init__(f"{waiting} requests are already waiting; retry later")
+        self.retry_after = retry_after
+
+
+class ShuttingDownError(RuntimeError):
+    """The server is stopping and takes no new requests."""
+
+
+class Sink(Protocol):
+    """Where a request's output goes. ``token`` returns True when the text reached a stop string."""
+
+    def token(self, token: int, logprob: float, top: list[tuple[int, float]]) -> bool: ...
+
+    def finish(self, reason: str) -> None: ...
+
+
+class Observer(Protocol):
+    """Metrics hooks, called on the engine thread."""
+
+    def step(self, generated: int, prompt_tokens: int, seconds: float) -> None: ...
+
+    def finished(self, request: Request) -> None: ...
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+    """One generation. Finish reasons: "stop" (stop token or string), "length" (max_tokens),
+    "cancelled" (client gone or server stopping)."""
+
+    prompt: list[int]
+    max_tokens: int
+    sink: Sink
+    sampling: SamplingParams = GREEDY
+    stop_tokens: frozenset[int] = frozenset()
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    generated: int = 0
+    finish_reason: str | None = None
+    cancelled: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class _Active:
+    request: Request
+    prefilled: int = 0  # prompt tokens already in the cache
+    next_token: int = 0  # the last sampled token, fed at next_position in the next step
+    next_position: int = 0
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled == len(self.request.prompt)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_queued: int,
+        observer: Observer | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.max_queued = max_queued
+        self.observer = observer
+        self.slots: list[_Active | None] = [None] * engine.slots
+        self.waiting: collections.deque[Request] = collections.deque()
+        self._cancelled: list[Request] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._next_prefill = 0
+        self._seeds = np.random.default_rng(seed)
+        b = engine.slots
+        self._temperature = np.zeros(b, np.float32)
+        self._top_k = np.zeros(b, np.int32)
+        self._top_p = np.ones(b, np.float32)
+        self._seed = np.zeros(b, np.uint32)
+        self.step_seconds = 0.05  # a running mean, for Retry-After
+
+    # -- called from the server ------------------------------------------------------------------
+
+    def validate(self, prompt: list[int], max_tokens: int) -> None:
+        """Raise ValueError naming the field when a request can never run on this engine."""
+        if not prompt:
+            raise ValueError("prompt: must hold at least one token")
+        if max_tokens < 1:
+            raise ValueError("max_tokens: must be at least 1")
+        if len(prompt) + max_tokens > self.engine.max_len:
+            raise ValueError(
+                f"max_tokens: the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceeds "
+                f"the maximum sequence length of {self.engine.max_len} tokens"
+            )
+
+    def submit(self, request: Request) -> None:
+        self.validate(request.prompt, request.max_tokens)
+        with self._wake:
+            if self._stopping:
+                raise ShuttingDownError("the server is shutting down")
+            # Requests that a free slot will take at the next step do not count as queued.
+            if len(self.waiting) - self.free_slots() >= self.max_queued:
+                raise QueueFullError(len(self.waiting), self.retry_after())
+            self.waiting.append(request)
+            self._wake.notify()
+
+    def cancel(self, request: Request) -> None:
+        """Drop a request (its client went away): its slot is free before the next step."""
+        with self._wake:
+            if request.finish_reason is None and not request.cancelled:
+                request.cancelled = True
+                self._cancelled.append(request)
+                self._wake.notify()
+
+    def free_slots(self) -> int:
+        return sum(slot is None for slot in self.slots)
+
+    @property
+    def running(self) -> int:
+        return self.engine.slots - self.free_slots()
+
+    def retry_after(self) -> float:
+        """A guess at when a queued request would start: the queue's turn over the slots."""
+        backlog = len(self.waiting) + 1
+        return max(1.0, backlog / self.engine.slots * self.step_seconds * 64)
+
+    # -- the engine thread -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Step until ``stop``; sleeps while there is nothing to do."""
+        while True:
+            with self._wake:
+                while not self._stopping and not self._cancelled and self._idle():
+                    self._wake.wait()
+                if self._stopping:
+                    break
+            self.step()
+        self._cancel_all()
+
+    def stop(self) -> None:
+        """Stop the loop; every request still waiting or running finishes as "cancelled"."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+
+    def _idle(self) -> bool:
+        return not self.waiting and self.running == 0
+
+    def step(self) -> None:
+        """One round: drop cancelled requests, admit waiting ones, run the engine once, deliver."""
+        self._drop_cancelled()
+        self._admit()
+        work = self._build()
+        if work is None:
+            return
+        started = time.monotonic()
+        result = self.engine.step(work)
+        seconds = time.monotonic() - started
+        self.step_seconds = 0.9 * self.step_seconds + 0.1 * seconds
+        generated = self._deliver(work, result)
+        if self.observer is not None:
+            prompt_tokens = len(work.chunk.tokens) if work.chunk else 0
+            self.observer.step(generated, prompt_tokens, seconds)
+
+    def _drop_cancelled(self) -> None:
+        with self._wake:
+            cancelled, self._cancelled = self._cancelled, []
+            for request in cancelled:
+                if request in self.waiting:
+                    self.waiting.remove(request)
+                    self._finish(request, "cancelled")
+        for index, active in enumerate(self.slots):
+            if active is not None and active.request.cancelled:
+                self._retire(index, "cancelled")
+
+    def _admit(self) -> None:
+        for index, active in enumerate(self.slots):
+            if active is not None:
+                continue
+            with self._wake:
+                if not self.waiting:
+                    return
+                request = self.waiting.popleft()
+            self.engine.insert(index)
+            self.slots[index] = _Active(request)
+            params = request.sampling
+            self._temperature[index] = params.temperature
+            self._top_k[index] = min(params.top_k, self.engine.vocab_size)
+            self._top_p[index] = params.top_p
+            seed = params.seed if params.seed is not None else int(self._seeds.integers(2**32))
+            self._seed[index] = seed % 2**32
+
+    def _build(self) -> StepWork | None:
+        b = self.engine.slots
+        tokens = np.zeros(b, np.int32)
+        positions = np.full(b, -1, np.int32)
+        counters = np.zeros(b, np.int32)
+        for index, active in enumerate(self.slots):
+            if active is None:
+                continue
+            counters[index] = active.request.generated
+            if active.decoding:
+                tokens[index], positions[index] = active.next_token, active.next_position
+        chunk = self._next_chunk()
+        if chunk is None and not (positions >= 0).any():
+            return None
+        return StepWork(
+            tokens, positions, self._temperature, self._top_k, self._top_p, self._seed, counters, chunk
+        )
+
+    def _next_chunk(self) -> Chunk | None:
+        """The next piece of a prompt, taking prefilling slots in turn."""
+        b = self.engine.slots
+        for offset in range(b):
+            index = (self._next_prefill + offset) % b
+            active = self.slots[index]
+            if active is None or active.decoding:
+                continue
+            prompt, done = active.request.prompt, active.prefilled
+            size = self.engine.chunk_length(len(prompt) - done)
+            self._next_prefill = index + 1
+            return Chunk(index, prompt[done : done + size], done, done + size == len(prompt))
+        return None
+
+    def _deliver(self, work: StepWork, result: StepResult) -> int:
+        """Hand each sampled token to its request; returns how many tokens were generated."""
+        generated = 0
+        for index, active in enumerate(self.slots):
+            if active is None:
+                continue
+            if work.chunk is not None and work.chunk.slot == index:
+                active.prefilled += len(work.chunk.tokens)
+                if not work.chunk.last:
+                    continue
+                active.next_position = active.prefilled
+            elif not active.decoding or work.positions[index] < 0:
+                continue
+            generated += 1
+            self._emit(index, active, result)
+        return generated
+
+    def _emit(self, index: int, active: _Active, result: StepResult) -> None:
+        request = active.request
+        token = int(result.tokens[index])
+        request.generated += 1
+        if request.first_token_at is None:
+            request.first_token_at = time.monotonic()
+        if token in request.stop_tokens:
+            self._retire(index, "stop")
+            return
+        top = [
+            (int(t), float(p))
+            for t, p in zip(result.top_tokens[index], result.top_logprobs[index], strict=True)
+        ]
+        if request.sink.token(token, float(result.logprobs[index]), top):
+            self._retire(index, "stop")
+        elif request.generated >= request.max_tokens:
+            self._retire(index, "length")
+        else:
+            active.next_token = token
+            if active.request.generated > 1:
+                active.next_position += 1
+
+    def _retire(self, index: int, reason: str) -> None:
+        active = self.slots[index]
+        assert active is not None
+        self.slots[index] = None
+        self._finish(active.request, reason)
+
+    def _finish(self, request: Request, reason: str) -> None:
+        request.finish_reason = reason
+        request.finished_at = time.monotonic()
+        try:
+            request.sink.finish(reason)
+        finally:
+            if self.observer is not None:
+                self.observer.finished(request)
+
+    def _cancel_all(self) -> None:
+        for index, active in enumerate(self.slots):
+            if active is not None:
+                self._retire(index, "cancelled")
+        with self._wake:
+            waiting, self.waiting = list(self.waiting), collections.deque()
+        for request in waiting:
+            self._finish(request, "cancelled")

@@ -1,0 +1,112 @@
+"""The serving engine's view of a model's parameters: a plain pytree of per-layer arrays (separate arrays
+per layer: indexing a stacked ``[layers, ...]`` array inside a jitted step copies it every step on CPU),
+optionally with int8 weights.
+
+int8 is weight-only, symmetric, one scale per output channel (the maximum absolute value over the
+contracted axes / 127). Norm scales stay in full precision. The matrix product runs on the int8 values
+converted to the activation dtype and multiplies the scale into its output, which is exact per channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gemma_runtime.model import Transformer
+
+Array = jax.Array
+
+
+class Int8(NamedTuple):
+    """A quantized weight: ``values`` int8 in the weight's shape; ``scale`` f32 in the shape of the
+    weight's output (not contracted) axes, which trail the product's output."""
+
+    values: Array
+    scale: Array
+
+
+Weight = Array | Int8
+LayerWeights = dict[str, Any]  # q, k, v, o, gate, up, down: Weight; norm scales: Array | None
+
+
+class Weights(NamedTuple):
+    embedding: Weight  # [V, D]
+    layers: list[LayerWeights]
+    final_norm: Array  # [D]
+
+
+def quantize(weight: Array, contracted: tuple[int, ...]) -> Int8:
+    """Per-channel symmetric int8: one scale for every index of the axes not in ``contracted``."""
+    w = weight.astype(jnp.float32)
+    peak = jnp.max(jnp.abs(w), axis=contracted, keepdims=True)
+    scale = jnp.where(peak > 0, peak / 127.0, 1.0)
+    values = jnp.clip(jnp.round(w / scale), -127, 127).astype(jnp.int8)
+    kept = tuple(n for i, n in enumerate(weight.shape) if i not in contracted)
+    return Int8(values, scale.reshape(kept))
+
+
+def project(x: Array, weight: Weight, spec: str) -> Array:
+    """``einsum(spec, x, weight)`` for a full-precision or an int8 weight."""
+    if isinstance(weight, Int8):
+        out = jnp.einsum(spec, x, weight.values.astype(x.dtype))
+        return out * weight.scale.astype(x.dtype)
+    return jnp.einsum(spec, x, weight.astype(x.dtype))
+
+
+def embed(table: Weight, tokens: Array, dtype: jnp.dtype) -> Array:
+    """Rows of the [V, D] table for ``tokens`` [...] -> [..., D] (not yet scaled by sqrt(D))."""
+    if isinstance(table, Int8):
+        rows = jnp.take(table.values, tokens, axis=0).astype(dtype)
+        return rows * jnp.take(table.scale, tokens, axis=0)[..., None].astype(dtype)
+    return jnp.take(table, tokens, axis=0).astype(dtype)
+
+
+# Contracted axes of each weight in its einsum: q/k/v [N|K, D, H] contract D; o [N, H, D] contracts N, H;
+# gate/up [D, F] contract D; down [F, D] contracts F; the embedding [V, D] contracts D as output projection.
+_CONTRACTED = {"q": (1,), "k": (1,), "v": (1,), "o": (0, 1), "gate": (0,), "up": (0,), "down": (0,)}
+
+
+def _value(module: Any, name: str) -> Array | None:
+    """A submodule's norm scale, or None when the block has no such norm."""
+    norm = getattr(module, name, None)
+    return None if norm is None else norm.scale[...]
+
+
+def extract(model: Transformer, quantization: str = "none") -> Weights:
+    """The model's parameters as a :class:`Weights` pytree; ``quantization`` is "none" or "int8"."""
+    if quantization not in ("none", "int8"):
+        raise ValueError(f"quantization must be 'none' or 'int8', got {quantization!r}")
+    int8 = quantization == "int8"
+
+    def matrix(value: Array, name: str) -> Weight:
+        return quantize(value, _CONTRACTED[name]) if int8 else value
+
+    layers: list[LayerWeights] = []
+    for block in model.layers:
+        attn, mlp = block.attn, block.mlp
+        layer: LayerWeights = {
+            "q": matrix(attn.q[...], "q"),
+            "k": matrix(attn.k[...], "k"),
+            "v": matrix(attn.v[...], "v"),
+            "o": matrix(attn.o[...], "o"),
+            "gate": matrix(mlp.gate[...], "gate"),
+            "up": matrix(mlp.up[...], "up"),
+            "down": matrix(mlp.down[...], "down"),
+            "pre_attention_norm": _value(block, "pre_attention_norm"),
+            "post_attention_norm": _value(block, "post_attention_norm"),
+            "pre_ffw_norm": _value(block, "pre_ffw_norm"),
+            "post_ffw_norm": _value(block, "post_ffw_norm"),
+            "query_norm": _value(attn, "query_norm"),
+            "key_norm": _value(attn, "key_norm"),
+        }
+        layers.append(layer)
+    table = model.embedder.input_embedding[...]
+    embedding = quantize(table, (1,)) if int8 else table
+    return Weights(embedding, layers, model.final_norm.scale[...])
+
+
+def weight_bytes(weights: Weights) -> int:
+    """Bytes of every array in the pytree (what one decode step reads, the embedding once)."""
+    return sum(int(leaf.size) * leaf.dtype.itemsize for leaf in jax.tree.leaves(weights))
