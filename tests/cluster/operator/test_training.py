@@ -1,19 +1,25 @@
 """The operator reconciling GemmaTrainings on the real control plane: one pod per TPU host with distinct
 process ids and one coordinator; completion; restarts of the whole slice, counted for application
-errors and not for disruptions, until maxRestarts; progress pulled from pod 0 into `kubectl get`;
+errors and not for disruptions, until maxRestarts; progress of the real runtime on pod 0 in `kubectl get`;
 suspend and resume; deletion; the operator killed mid-run; multislice without the JobSet API."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from gemma_runtime.config import TrainConfig
+from gemma_runtime.train.command import sample_data
 from tests.api_cases import merge, sample
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.nodes import V5E_2X4, V5E_4X4
@@ -176,56 +182,85 @@ def test_failures_restart_the_slice_counting_only_application_errors(
 
 
 @pytest.fixture
-def progress_server() -> Iterator[dict[str, Any]]:
-    """A stand-in for the runtime's /progress on pod 0's IP; the test fills in the figures."""
-    state: dict[str, Any] = {"figures": {}, "server": None}
+def runtime_process() -> Iterator[dict[str, Any]]:
+    """The real `gemma-runtime train` standing in for pod 0's container; stopped by the test."""
+    state: dict[str, Any] = {"proc": None}
     yield state
-    if state["server"] is not None:
-        state["server"].shutdown()
-        state["server"].server_close()
+    proc = state["proc"]
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def test_progress_from_pod_0_shows_in_kubectl_get(
-    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, progress_server: dict[str, Any]
+def _runtime_config(
+    cluster: LocalCluster, namespace: str, name: str, pod_ip: str, output: Path
+) -> dict[str, Any]:
+    """The TrainConfig the operator rendered, with what a laptop can run in place of gemma-2b on TPU:
+    the tiny preset, the shipped sample text and a local checkpoint folder, served on pod 0's IP."""
+    items = json.loads(
+        cluster.kubectl("-n", namespace, "get", "configmaps", "-l", f"gemma.ai/training={name}", "-o", "json")
+    )["items"]
+    (config_map,) = items
+    rendered = TrainConfig.model_validate(yaml.safe_load(config_map["data"]["runtime.yaml"]))
+    assert rendered.name == name
+    assert rendered.port == 8000
+    local = {
+        "model": {"variant": "tiny"},
+        "data": {"path": str(sample_data()), "format": "text"},
+        "training": {**rendered.training.model_dump(), "steps": 100_000, "global_batch_size": 8,
+                     "sequence_length": 64, "precision": "f32", "remat": "none", "lora": None},
+        "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
+        "checkpoints": {"directory": str(output), "interval_steps": 20, "keep": 2, "resume": "latest"},
+        "host": pod_ip,
+    }  # fmt: skip
+    return {**rendered.model_dump(mode="json"), **local}
+
+
+def test_progress_from_the_real_runtime_on_pod_0_shows_in_kubectl_get(
+    crds: LocalCluster,
+    running_operator: OperatorProcess,
+    namespace: str,
+    runtime_process: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     _apply(crds, namespace, FINETUNE)
     pods = _running(crds, namespace, "gemma-2b-finetune", 0, 4)
     (pod0,) = [
         p for p in pods if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "0"
     ]
-
-    class Progress(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(progress_server["figures"]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer((pod0["status"]["podIP"], 8000), Progress)
-    progress_server["server"] = server
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for step, loss in [(10, 3.25), (20, 2.5)]:
-        progress_server["figures"] = {
-            "step": step, "total_steps": 2000, "loss": loss, "tokens_per_second": 1234.5, "mfu": 0.41,
-            "eta_seconds": 600, "last_checkpoint": {"step": step, "uri": "gs://my-checkpoints/x"},
-        }  # fmt: skip
-        _status(
-            crds,
-            namespace,
-            "gemma-2b-finetune",
-            lambda s, step=step: s.get("progress", {}).get("step") == step,
-            f"step {step}",
-            timeout=40,
-        )
-        row = crds.kubectl("-n", namespace, "get", "gemmatrainings").splitlines()[1].split()
-        assert row[-4:-1] == ["Running", str(step), str(loss)]  # PHASE, STEP, LOSS, then AGE
-    status = _training(crds, namespace, "gemma-2b-finetune")["status"]
-    assert status["lastCheckpoint"] == {"step": 20, "uri": "gs://my-checkpoints/x"}
-    assert status["progress"]["mfu"] == 0.41
+    config = _runtime_config(crds, namespace, "gemma-2b-finetune", pod0["status"]["podIP"], tmp_path / "ck")
+    (tmp_path / "runtime.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    runtime_process["proc"] = subprocess.Popen(
+        [sys.executable, "-m", "gemma_runtime", "train", "--no-progress", "--log-every", "5",
+         "--config", str(tmp_path / "runtime.yaml")],
+        env={**env, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    status = _status(
+        crds,
+        namespace,
+        "gemma-2b-finetune",
+        lambda s: s.get("progress", {}).get("step", 0) >= 20 and s.get("lastCheckpoint"),
+        "progress past step 20 with a checkpoint",
+        timeout=180,
+    )
+    progress = status["progress"]
+    assert progress["totalSteps"] == 100_000
+    assert 0 < progress["loss"] < 8
+    assert progress["tokensPerSecond"] > 0
+    assert 0 < progress["mfu"] < 1
+    assert progress["etaSeconds"] > 0
+    checkpoint = status["lastCheckpoint"]
+    assert checkpoint["uri"] == f"{tmp_path / 'ck'}/{checkpoint['step']}"
+    assert (tmp_path / "ck" / str(checkpoint["step"])).is_dir()
+    row = crds.kubectl("-n", namespace, "get", "gemmatrainings").splitlines()[1].split()
+    assert row[-4] == "Running"  # PHASE, STEP, LOSS, then AGE
+    assert int(row[-3]) >= 20
+    assert 0 < float(row[-2]) < 8
 
 
 def test_suspend_resume_delete_and_operator_restart_converge(
