@@ -42,6 +42,12 @@ def _fetch(args: argparse.Namespace) -> int:
     return fetch.run(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from gemma_runtime.train import command
+
+    return command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gemma-runtime",
@@ -81,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch_command.add_arguments(fetch)
     fetch.set_defaults(func=_fetch)
+    from gemma_runtime.train import command as train_command  # JAX-free until a run starts
+
+    train = commands.add_parser(
+        "train",
+        help="train or fine-tune (sharded, resumable, with progress)",
+        description=train_command.DESCRIPTION,
+    )
+    train_command.add_arguments(train)
+    train.set_defaults(func=_train)
     return parser
 
 
