@@ -47,10 +47,11 @@ and patch; nothing here touches Secrets. */}}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Events about our resources: ours are events.k8s.io/v1; kopf posts core v1 Events on handler errors.
+# Events about our resources, through events.k8s.io/v1 (gemma_operator.k8s.events).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
+# kopf posts core v1 Events when a handler fails.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -1,0 +1,28 @@
+"""Fixtures of the chart tests: the tier's helm binary (without a control plane, for rendering), with
+the cluster tier's rule: missing binaries skip, or fail under ``GEMMA_REQUIRE_CLUSTER=1``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.chart.helm import Helm
+from tests.cluster.harness.binaries import BuildError, ensure_binaries
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    try:
+        return ensure_binaries() / "helm"
+    except BuildError as err:
+        if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no helm: {err}")
+        pytest.skip(f"cluster tier skipped: {err}")
+
+
+@pytest.fixture(scope="session")
+def helm(helm_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """helm for rendering only (no kubeconfig)."""
+    return Helm(helm_binary, tmp_path_factory.mktemp("helm-home"))
