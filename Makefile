@@ -57,8 +57,9 @@ test-unit: $(STAMP) ## Run only the tests that need no control plane.
 	$(PY) -m pytest -m 'not cluster' $(PYTEST_ARGS)
 
 .PHONY: manifests
-manifests: $(STAMP) ## Generate crds/ from the pydantic models in gemma_operator.api.
+manifests: $(STAMP) ## Generate crds/, the chart's crds/ and README table, manifests/install.yaml and argocd/.
 	$(VENV)/bin/gemma-operator crds --output-dir crds
+	$(PY) -m tests.unit.packaging.generate
 
 .PHONY: verify
 verify: manifests ## Regenerate everything generated and fail if git sees a difference.
@@ -86,20 +87,55 @@ bench: cluster-binaries ## Benchmarks into bench/report.md (today: the operator;
 	$(PY) -m tests.bench.operator_bench --servers 200 --total 1000 --output bench/operator.json
 	$(PY) -m tests.bench.report
 
-##@ Images and deployment (placeholders until issue 11)
+##@ Images and deployment
+
+REGISTRY ?= ghcr.io/gemma-operator
+IMG ?= $(REGISTRY)/gemma-operator
+RUNTIME_IMG ?= $(REGISTRY)/gemma-runtime
+TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+JAX_VARIANT ?= cpu
+DOCKER ?= docker
+KIND ?= kind
+KIND_CLUSTER ?= gemma
+NAMESPACE ?= gemma-system
+# helm on PATH, else the pinned one the cluster tier uses (found or built by `make cluster-binaries`).
+HELM ?= $(or $(shell command -v helm 2>/dev/null),$(shell $(PY) -m tests.cluster.harness binaries 2>/dev/null)/helm)
 
 .PHONY: docker-build docker-push kind-create kind-load kind-delete deploy undeploy helm-lint test-e2e
-docker-build: ## Placeholder (issue 11): build the operator and runtime images.
-docker-push: ## Placeholder (issue 11): push the images (IMG, TAG).
-kind-create: ## Placeholder (issue 11): create a kind cluster.
-kind-load: ## Placeholder (issue 11): load the images into kind.
-kind-delete: ## Placeholder (issue 11): delete the kind cluster.
-deploy: ## Placeholder (issue 11): install the operator with Helm into the current context.
-undeploy: ## Placeholder (issue 11): uninstall the operator.
-helm-lint: ## Placeholder (issue 11): lint the Helm chart.
-test-e2e: ## Placeholder (issue 11): kind e2e tests (need Docker).
-docker-build docker-push kind-create kind-load kind-delete deploy undeploy helm-lint test-e2e:
-	@echo "make $@: not built yet (issue 11: images, chart and kind e2e)" >&2; exit 2
+docker-build: ## Build the operator and runtime images as IMG:TAG and RUNTIME_IMG:TAG (JAX_VARIANT=cpu|cuda12|tpu).
+	$(DOCKER) build --target operator --build-arg VERSION=$(TAG) --build-arg REVISION=$(REVISION) \
+		-t $(IMG):$(TAG) .
+	$(DOCKER) build --target runtime --build-arg VERSION=$(TAG) --build-arg REVISION=$(REVISION) \
+		--build-arg JAX_VARIANT=$(JAX_VARIANT) -t $(RUNTIME_IMG):$(TAG) .
+
+docker-push: ## Push IMG:TAG and RUNTIME_IMG:TAG.
+	$(DOCKER) push $(IMG):$(TAG)
+	$(DOCKER) push $(RUNTIME_IMG):$(TAG)
+
+kind-create: ## Create the kind cluster KIND_CLUSTER (tests/e2e/kind-config.yaml).
+	$(KIND) create cluster --name $(KIND_CLUSTER) --config tests/e2e/kind-config.yaml --wait 180s
+
+kind-load: ## Load IMG:TAG and RUNTIME_IMG:TAG (built by docker-build) into the kind cluster.
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(IMG):$(TAG) $(RUNTIME_IMG):$(TAG)
+
+kind-delete: ## Delete the kind cluster KIND_CLUSTER.
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+deploy: ## helm upgrade --install the chart into the current context (NAMESPACE) with IMG, RUNTIME_IMG, TAG.
+	$(HELM) upgrade --install gemma-operator charts/gemma-operator --namespace $(NAMESPACE) --create-namespace \
+		--set image.repository=$(IMG) --set image.tag=$(TAG) \
+		--set runtime.image.repository=$(RUNTIME_IMG) --set runtime.image.tag=$(TAG) --wait --timeout 5m
+
+undeploy: ## helm uninstall the operator (the CRDs, and so every GemmaServer/GemmaTraining, stay).
+	$(HELM) uninstall gemma-operator --namespace $(NAMESPACE) --wait
+
+helm-lint: $(STAMP) ## helm lint --strict the chart and render it with default values.
+	$(HELM) lint --strict charts/gemma-operator
+	$(HELM) template gemma-operator charts/gemma-operator --namespace $(NAMESPACE) > /dev/null
+
+test-e2e: $(STAMP) ## kind e2e: build, load, helm install, serve and train the tiny samples (skips without Docker).
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (the cluster binary cache is kept).

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gemma_operator.render.pods import CONTAINER_SECURITY
 from tests.cluster.chart.helm import Helm, find
 from tests.unit.packaging.generate import CHART, INSTALL, install_yaml
 
@@ -20,13 +21,6 @@ DEFAULT_KINDS = {
     "ClusterRole",
     "ClusterRoleBinding",
     "Deployment",
-}
-RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
 }
 
 
@@ -81,7 +75,8 @@ def test_defaults_render_one_restricted_operator_with_probes_and_resources(helm:
     container = _container(objects)
     assert container["image"] == "ghcr.io/gemma-operator/gemma-operator:0.1.0"
     assert container["args"] == ["run"]
-    assert container["securityContext"] == RESTRICTED_CONTAINER
+    # The same restricted profile as the runtime pods the operator creates.
+    assert container["securityContext"] == CONTAINER_SECURITY
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
