@@ -96,3 +96,11 @@ def test_sharded_forward_equals_unsharded_on_8_cpu_devices() -> None:
         assert result["max_abs_diff"] < 1e-4, (shape, result)
     assert results["[8, 1, 1]"]["q_devices"] == 8  # replicated across data parallelism
     assert results["[1, 4, 2]"]["q_spec"] == "P('tensor', 'fsdp')"  # heads over tensor, embed over fsdp
+
+
+def test_multislice_meshes_span_slices_only_along_data() -> None:
+    from gemma_runtime.parallel.mesh import split_over_slices
+
+    assert split_over_slices((4, 8, 1), 2) == ((2, 8, 1), (2, 1, 1))
+    with pytest.raises(ValueError, match="data axis 1 is not a multiple of the 2 slices"):
+        split_over_slices((1, 16, 1), 2)

@@ -86,7 +86,9 @@ def device_batch(batch: data.Batch, sharding: NamedSharding) -> step.Batch:
 def mesh_for(config: TrainConfig, devices: Sequence[jax.Device]) -> Mesh:
     """The config's mesh over ``devices``, checked against the batch it must split."""
     try:
-        mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+        mesh = make_mesh(
+            config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices, slices=config.num_slices
+        )
     except ValueError as err:
         raise TrainError(f"mesh: {err}") from None
     h = config.training
