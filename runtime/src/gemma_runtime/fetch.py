@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gemma_runtime.sources import DEFAULT_ENDPOINT, HfRef, SourceError, parse_hf_uri, snapshot
+from gemma_runtime.sources import DEFAULT_ENDPOINT, HfRef, SourceError, parse_hf_uri, snapshot, status
 
 DESCRIPTION = (
     "Download a checkpoint (safetensors, config.json, tokenizer) into DIR, keeping files already there "
@@ -32,6 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="environment variable holding the access token (default HF_TOKEN)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines: the summary and errors")
+    parser.add_argument(
+        "--status-port",
+        type=int,
+        metavar="PORT",
+        help=f"serve progress as JSON at GET {status.PATH} on this port while fetching (for the operator)",
+    )
+    parser.add_argument(
+        "--status-host", default="0.0.0.0", metavar="HOST", help="address for --status-port (default all)"
+    )
+    parser.add_argument(
+        "--message-file",
+        type=Path,
+        metavar="FILE",
+        help="write the outcome as one JSON line here when done (the pod's /dev/termination-log)",
+    )
 
 
 def parse_uri(uri: str) -> HfRef:
@@ -54,16 +69,32 @@ def run(args: argparse.Namespace) -> int:
     level = logger.level
     if args.quiet:
         logger.setLevel(logging.WARNING)
+    state = status.FetchStatus(args.uri)
+    message_file: Path | None = getattr(args, "message_file", None)
     try:
-        ref = parse_uri(args.uri)
-        if token is None:
-            logger.info("no token in $%s: downloading anonymously (public models only)", token_env)
-        result = snapshot(ref, args.to, token=token, endpoint=endpoint)
+        with status.serving(
+            state, getattr(args, "status_host", "0.0.0.0"), getattr(args, "status_port", None)
+        ):
+            ref = parse_uri(args.uri)
+            if token is None:
+                logger.info("no token in $%s: downloading anonymously (public models only)", token_env)
+            result = snapshot(ref, args.to, token=token, endpoint=endpoint, progress=state.progress)
+            state.finish(
+                state="done",
+                bytes_done=result.bytes_downloaded,
+                bytes_total=result.bytes_downloaded,
+                commit=result.commit,
+                downloaded=len(result.downloaded),
+                skipped=len(result.skipped),
+            )
     except (ValueError, SourceError) as err:
+        state.finish(state="failed", error=str(err))
+        status.write_message(message_file, state.snapshot())
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         logger.setLevel(level)
+    status.write_message(message_file, state.snapshot())
     rate = result.bytes_downloaded / 1e6 / max(result.seconds, 1e-6)
     print(
         f"fetched {ref} (commit {result.commit[:12]}) into {result.path}: "

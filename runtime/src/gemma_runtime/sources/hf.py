@@ -12,7 +12,9 @@ second run downloads only what is missing, changed or corrupted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import fnmatch
 import hashlib
 import http.client
@@ -26,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
@@ -134,11 +136,37 @@ def snapshot(
     allow_patterns: Iterable[str] = DEFAULT_PATTERNS,
     progress: Progress | None = None,
 ) -> Snapshot:
-    """Like :func:`download`, and says what was downloaded and what was already there."""
-    started = time.monotonic()
+    """Like :func:`download`, and says what was downloaded and what was already there.
+
+    Fetches into the same ``target`` take turns (a lock file beside it): replicas sharing a cache volume
+    download once, and the later ones find every file verified."""
     hub = _Hub(ref, endpoint.rstrip("/"), token)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(ref, target):
+        return _snapshot(hub, ref, target, tuple(allow_patterns), progress)
+
+
+@contextlib.contextmanager
+def _exclusive(ref: HfRef, target: Path) -> Iterator[None]:
+    lock = target.parent / f".{target.name}.lock"
+    try:
+        handle = lock.open("a")
+    except OSError as err:
+        raise SourceError(f"{ref}: cannot create {lock}: {err}: is the cache volume writable?") from err
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another fetch is writing %s: waiting for it", ref, target)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock, also when the process dies
+
+
+def _snapshot(
+    hub: _Hub, ref: HfRef, target: Path, patterns: tuple[str, ...], progress: Progress | None
+) -> Snapshot:
+    started = time.monotonic()
     commit, listing = hub.list_files()
-    patterns = tuple(allow_patterns)
     wanted = [f for f in listing if _wanted(f.name, patterns)]
     if not wanted:
         raise SourceError(

@@ -1,0 +1,109 @@
+"""What a running ``gemma-runtime fetch`` tells the operator: a tiny HTTP endpoint while it works, and a
+one-line message when it ends.
+
+The operator cannot read an init container's logs cheaply, and the runtime never talks to the Kubernetes
+API, so the fetch serves ``GET /fetch`` (JSON: state, bytes done and total, files) on the pod's runtime
+port, which is free until the runtime container starts; the operator pulls it like ``/stats``. When the
+fetch ends it writes a message file (the container's termination message, ``/dev/termination-log``):
+JSON ``{"state": "done", ...}`` or ``{"state": "failed", "error": ...}``, which the kubelet copies into
+the pod's status, where the operator reads it after the container is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PATH = "/fetch"
+MESSAGE_LIMIT = 4000  # the kubelet keeps at most 4096 bytes of a termination message
+
+
+class FetchStatus:
+    """The state of one fetch, updated by the downloader's progress callback; thread-safe."""
+
+    def __init__(self, uri: str) -> None:
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._doc: dict[str, Any] = {"uri": uri, "state": "listing", "bytes_done": 0, "bytes_total": None}
+
+    def progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._doc.update(state="downloading", bytes_done=done, bytes_total=total)
+
+    def finish(self, **fields: Any) -> None:
+        with self._lock:
+            self._doc.update(fields)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            doc = dict(self._doc)
+        seconds = time.monotonic() - self._started
+        doc["seconds"] = round(seconds, 3)
+        doc["bytes_per_second"] = round(int(doc.get("bytes_done") or 0) / max(seconds, 1e-6), 1)
+        return doc
+
+
+def _handler(status: FetchStatus) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # the operator polls: no access log
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.partition("?")[0] != PATH:
+                self.send_error(404)
+                return
+            body = json.dumps(status.snapshot()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+@contextmanager
+def serving(status: FetchStatus, host: str, port: int | None) -> Iterator[int | None]:
+    """Serve ``status`` on ``host:port`` for the duration (no server when ``port`` is None); yields the
+    bound port. A port already taken is logged, not fatal: progress is a convenience."""
+    if port is None:
+        yield None
+        return
+    try:
+        server = ThreadingHTTPServer((host, port), _handler(status))
+    except OSError as err:
+        log.warning("cannot serve fetch progress on %s:%d: %s", host, port, err)
+        yield None
+        return
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def write_message(path: Path | None, document: dict[str, Any]) -> None:
+    """Write the final state where the kubelet picks it up; never fails the fetch."""
+    if path is None:
+        return
+    text = json.dumps(document, sort_keys=True)
+    if len(text) > MESSAGE_LIMIT:
+        error = str(document.get("error", ""))
+        text = json.dumps({**document, "error": error[: MESSAGE_LIMIT - len(text) + len(error) - 3] + "..."})
+    try:
+        path.write_text(text)
+    except OSError as err:
+        log.warning("cannot write the termination message to %s: %s", path, err)
