@@ -78,6 +78,7 @@ INVALID = [
     Invalid("autoscaling-two-targets", TINY_SERVER, {"autoscaling": {"maxReplicas": 3, "targetQueueDepth": 4, "targetBatchOccupancy": 80}}, "spec.autoscaling.targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy", "set at most one of targetQueueDepth and targetBatchOccupancy"),
     Invalid("unknown-field", TINY_SERVER, {"replica": 2}, "spec.replica", "unknown field", "unknown field"),
     Invalid("checkpoint-required", TINY_SERVER, {"model": {"variant": "gemma-7b"}}, "spec.model.checkpoint", "checkpoint is required for every variant but tiny", "checkpoint is required for every variant but tiny"),
+    Invalid("cache-claim-and-size", TINY_SERVER, {"model": {"cache": {"claimName": "c", "sizeLimit": "10Gi"}}}, "spec.model.cache.sizeLimit", "set claimName or sizeLimit, not both", "set claimName or sizeLimit, not both"),
     Invalid("checkpoint-scheme", TPU_SERVER, {"model": {"checkpoint": {"uri": "s3://bucket/gemma"}}}, "spec.model.checkpoint.uri", "should match", "should match pattern"),
     Invalid("prefill-over-sequence", TINY_SERVER, {"serving": {"maxPrefillLength": 8192, "maxSequenceLength": 4096}}, "spec.serving.maxPrefillLength", "maxPrefillLength must not exceed maxSequenceLength", "maxPrefillLength must not exceed maxSequenceLength"),
     Invalid("quantization", TINY_SERVER, {"quantization": "int4"}, "spec.quantization", "Unsupported value", "unsupported value"),

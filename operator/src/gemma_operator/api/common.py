@@ -77,6 +77,46 @@ class TokenizerSource(ApiModel):
     )
 
 
+class ModelCache(ApiModel):
+    """Where hf:// downloads are kept. The fetch skips files already there and verified, so a kept cache
+    means restarts and extra replicas download nothing."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel.extra(
+            [
+                cel.rule(
+                    "!(has(self.claimName) && has(self.sizeLimit))",
+                    "set claimName or sizeLimit, not both",
+                    field_path=".sizeLimit",
+                )
+            ]
+        )
+    )
+
+    claim_name: str | None = Field(
+        None,
+        description="A PersistentVolumeClaim to keep downloads in, across pod restarts and shared by "
+        "replicas (ReadWriteMany, e.g. Filestore, for replicas on several nodes; fetches into one folder "
+        "take turns). Without it each pod downloads into a node-local emptyDir, kept across container "
+        "restarts.",
+        max_length=253,
+        pattern=NAME_PATTERN,
+    )
+    size_limit: Quantity | None = Field(
+        None,
+        description="Size of the node-local cache (emptyDir sizeLimit, also requested as ephemeral-storage "
+        "so the scheduler picks a node with room, e.g. a local SSD pool). Only without claimName.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelCache:
+        if self.claim_name is not None and self.size_limit is not None:
+            raise FieldError(
+                "sizeLimit", "set claimName or sizeLimit, not both: sizeLimit is for the node-local cache"
+            )
+        return self
+
+
 class ModelSpec(ApiModel):
     """Which Gemma, and where its weights and tokenizer are."""
 
@@ -92,6 +132,9 @@ class ModelSpec(ApiModel):
     )
     tokenizer: TokenizerSource | None = Field(
         None, description="Tokenizer; defaults to the tokenizer.model found beside the checkpoint."
+    )
+    cache: ModelCache | None = Field(
+        None, description="Where hf:// downloads are kept (default: a node-local emptyDir per pod)."
     )
 
 

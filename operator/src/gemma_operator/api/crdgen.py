@@ -43,7 +43,7 @@ def _any_of(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if {b.get("type") for b in branches} == {"integer", "string"}:  # a Kubernetes quantity
         pattern = next((b["pattern"] for b in branches if "pattern" in b), None)
         quantity = {
-            **rest,
+            **{k: v for k, v in rest.items() if k not in _DROP},  # an optional quantity nests its anyOf
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
         }

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gemma_operator.api.common import PodOverrides
+from gemma_operator.api.common import ModelCache, PodOverrides
 from gemma_operator.config import Settings
 from gemma_operator.render.placement import Placement
-from gemma_operator.render.sources import Mounts
+from gemma_operator.render.sources import Fetcher, Mounts
 
 RUNTIME_USER = 65532
 CONTAINER_SECURITY = {
@@ -25,6 +25,17 @@ POD_SECURITY = {
     "fsGroup": RUNTIME_USER,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def fetcher(image: str, settings: Settings, cache: ModelCache | None) -> Fetcher:
+    """How this pod's fetch init containers run: restricted like the runtime, reporting on its port."""
+    return Fetcher(
+        image=image,
+        security_context=CONTAINER_SECURITY,
+        status_port=settings.runtime_port,
+        pull_policy=settings.image_pull_policy,
+        cache=cache,
+    )
 
 
 def runtime_pod_spec(

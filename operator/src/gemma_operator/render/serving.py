@@ -16,7 +16,7 @@ from gemma_operator.config import Settings
 from gemma_operator.render import naming
 from gemma_operator.render.env import render
 from gemma_operator.render.placement import Placement, place
-from gemma_operator.render.pods import CONTAINER_SECURITY, runtime_pod_spec
+from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.sources import Mounts, resolve
 
 QUEUE_METRIC = "gemma_requests_waiting"
@@ -30,24 +30,11 @@ def serve_config(
     model = spec.model
     checkpoint = tokenizer = None
     secret = model.checkpoint.secret_ref if model.checkpoint else None
+    fetch = fetcher(image, settings, model.cache)
     if model.checkpoint is not None:
-        checkpoint = resolve(
-            model.checkpoint.uri,
-            "checkpoint",
-            mounts,
-            image=image,
-            secret=secret,
-            security_context=CONTAINER_SECURITY,
-        )
+        checkpoint = resolve(model.checkpoint.uri, "checkpoint", mounts, fetch, secret=secret)
     if model.tokenizer is not None:
-        tokenizer = resolve(
-            model.tokenizer.uri,
-            "tokenizer",
-            mounts,
-            image=image,
-            secret=secret,
-            security_context=CONTAINER_SECURITY,
-        )
+        tokenizer = resolve(model.tokenizer.uri, "tokenizer", mounts, fetch, secret=secret)
     source: dict[str, Any] = {"variant": str(model.variant), "instruction_tuned": model.instruction_tuned}
     if checkpoint:
         source["checkpoint"] = checkpoint

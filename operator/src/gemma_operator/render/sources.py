@@ -8,7 +8,11 @@
   one mechanism covers all.
 - ``hf://org/model[@revision]``: an init container downloads the snapshot into a cache volume with
   ``gemma-runtime fetch``; the token comes from the Secret as an environment variable, never as an
-  argument or in the ConfigMap.
+  argument or in the ConfigMap. The cache is a node-local emptyDir per pod (``spec.model.cache.sizeLimit``)
+  or a claim shared by replicas and kept across restarts (``spec.model.cache.claimName``); the fetch skips
+  files already there and verified. While it works, the fetch serves its progress on the runtime port
+  (``GET /fetch``, the port is free until the runtime starts) and ends with its outcome as the container's
+  termination message: the operator reads both into the SourcesReady condition.
 """
 
 from __future__ import annotations
@@ -17,12 +21,27 @@ import dataclasses
 import re
 from typing import Any
 
-from gemma_operator.api.common import SecretKeyRef
+from gemma_operator.api.common import ModelCache, SecretKeyRef
 
 SOURCE_ROOT = "/gemma/sources"
 OUTPUT_ROOT = "/gemma/output"
 CACHE_ROOT = "/gemma/cache"
+CACHE_VOLUME = "model-cache"
 TOKEN_ENV = "HF_TOKEN"
+FETCH_PREFIX = "fetch-"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetcher:
+    """What a fetch init container needs besides the URI: the runtime image, the restricted security
+    context, the port it reports progress on, and where the cache lives."""
+
+    image: str
+    security_context: dict[str, Any]
+    status_port: int
+    pull_policy: str = "IfNotPresent"
+    cache: ModelCache | None = None
 
 
 @dataclasses.dataclass
@@ -68,10 +87,9 @@ def resolve(
     uri: str,
     role: str,
     mounts: Mounts,
+    fetcher: Fetcher,
     *,
-    image: str,
     secret: SecretKeyRef | None = None,
-    security_context: dict[str, Any] | None = None,
     writable: bool = False,
 ) -> str:
     """The path the runtime reads ``uri`` at (or, ``writable``, writes to: training checkpoints);
@@ -84,23 +102,48 @@ def resolve(
     if writable:
         raise ValueError(f"cannot write to {uri!r}; valid for output: gs://, pvc://, file://")
     if scheme == "hf":
-        repo = rest.split("@", 1)[0]
-        target = f"{CACHE_ROOT}/hf/{repo}"
-        mounts._volume("model-cache", {"emptyDir": {}}, CACHE_ROOT, False)
-        env = []
-        if secret is not None:
-            env.append(
-                {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
-            )
-        mounts.init_containers.append(
-            {
-                "name": f"fetch-{role}"[:63],
-                "image": image,
-                "args": ["fetch", uri, "--to", target, "--token-env", TOKEN_ENV],
-                "env": env,
-                "volumeMounts": [{"name": "model-cache", "mountPath": CACHE_ROOT}],
-                "securityContext": security_context or {},
-            }
-        )
-        return target
+        folder = _fetch(uri, role, mounts, fetcher, secret=secret)
+        return f"{folder}/tokenizer.model" if role == "tokenizer" else folder  # the URI names a repository
     raise ValueError(f"unsupported URI scheme in {uri!r}; valid: gs://, hf://, pvc://, file://")
+
+
+def _fetch(uri: str, role: str, mounts: Mounts, fetcher: Fetcher, *, secret: SecretKeyRef | None) -> str:
+    """An init container downloading ``uri`` into the cache; one per distinct URI."""
+    repo, _, revision = uri.removeprefix("hf://").partition("@")
+    # One folder per revision: servers sharing a cache claim at other revisions never undo each other.
+    target = f"{CACHE_ROOT}/hf/{repo}/{re.sub(r'[^A-Za-z0-9._-]', '--', revision or 'main')}"
+    _cache_volume(mounts, fetcher.cache)
+    if any(c["args"][1] == uri for c in mounts.init_containers):
+        return target  # the checkpoint's repository also holds the tokenizer
+    env = []
+    if secret is not None:
+        env.append(
+            {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
+        )
+    args = ["fetch", uri, "--to", target, "--token-env", TOKEN_ENV]
+    args += ["--status-port", str(fetcher.status_port), "--message-file", TERMINATION_LOG]
+    container: dict[str, Any] = {
+        "name": f"{FETCH_PREFIX}{role}"[:63],
+        "image": fetcher.image,
+        "imagePullPolicy": fetcher.pull_policy,
+        "args": args,
+        "env": env,
+        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": CACHE_ROOT}],
+        "securityContext": fetcher.security_context,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    size = fetcher.cache.size_limit if fetcher.cache is not None else None
+    if size is not None:  # the scheduler then picks a node with room for the download
+        container["resources"] = {"requests": {"ephemeral-storage": size}}
+    mounts.init_containers.append(container)
+    return target
+
+
+def _cache_volume(mounts: Mounts, cache: ModelCache | None) -> None:
+    """The cache: a claim when named, else a node-local emptyDir; the runtime only reads it."""
+    if cache is not None and cache.claim_name is not None:
+        volume: dict[str, Any] = {"persistentVolumeClaim": {"claimName": cache.claim_name}}
+    else:
+        size = cache.size_limit if cache is not None else None
+        volume = {"emptyDir": {"sizeLimit": size} if size is not None else {}}
+    mounts._volume(CACHE_VOLUME, volume, CACHE_ROOT, True)

@@ -15,7 +15,7 @@ from gemma_operator.config import Settings
 from gemma_operator.render import naming
 from gemma_operator.render.env import render
 from gemma_operator.render.placement import place
-from gemma_operator.render.pods import CONTAINER_SECURITY, runtime_pod_spec
+from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.serving import config_hash
 from gemma_operator.render.sources import Mounts, resolve
 
@@ -37,27 +37,21 @@ def train_config(
     """The runtime's TrainConfig document (checked against gemma_runtime.config by a contract test)."""
     model, secret = spec.model, spec.model.checkpoint.secret_ref if spec.model.checkpoint else None
     source: dict[str, Any] = {"variant": str(model.variant), "instruction_tuned": model.instruction_tuned}
+    fetch = fetcher(image, settings, model.cache)
     if model.checkpoint is not None:
-        source["checkpoint"] = resolve(
-            model.checkpoint.uri,
-            "checkpoint",
-            mounts,
-            image=image,
-            secret=secret,
-            security_context=CONTAINER_SECURITY,
-        )
+        source["checkpoint"] = resolve(model.checkpoint.uri, "checkpoint", mounts, fetch, secret=secret)
         if model.checkpoint.format is not None:
             source["format"] = str(model.checkpoint.format)
     if model.tokenizer is not None:
-        source["tokenizer"] = resolve(model.tokenizer.uri, "tokenizer", mounts, image=image, secret=secret)
-    data_path = resolve(spec.dataset.uri, "dataset", mounts, image=image)
+        source["tokenizer"] = resolve(model.tokenizer.uri, "tokenizer", mounts, fetch, secret=secret)
+    data_path = resolve(spec.dataset.uri, "dataset", mounts, fetch)
     checkpoints: dict[str, Any] = {
         "interval_steps": spec.checkpoints.interval_steps,
         "keep": spec.checkpoints.keep,
         "resume": spec.checkpoints.resume,
     }
     if spec.checkpoints.uri:
-        checkpoints["directory"] = resolve(spec.checkpoints.uri, "output", mounts, image=image, writable=True)
+        checkpoints["directory"] = resolve(spec.checkpoints.uri, "output", mounts, fetch, writable=True)
     hp = spec.training
     training: dict[str, Any] = {
         "steps": hp.steps,
