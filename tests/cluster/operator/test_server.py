@@ -128,6 +128,7 @@ def test_every_serving_sample_becomes_ready_on_its_pool(
     assert status["endpoint"] == f"http://{name}.{namespace}.svc:8000/v1"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True", "Progressing": "False", "Degraded": "False", "Suspended": "False",
+        "SourcesReady": "True",
     }  # fmt: skip
     pools = {POOL_OF_NODE[p["spec"]["nodeName"]] for p in _pods(crds, namespace, name)}
     assert pools == {EXPECTED_POOL[doc["spec"]["accelerator"]["type"]]}

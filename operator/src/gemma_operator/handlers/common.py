@@ -14,6 +14,7 @@ from gemma_operator import metrics
 from gemma_operator.api.v1alpha1 import API_VERSION
 from gemma_operator.handlers.context import Context
 from gemma_operator.k8s import ConflictError, KubeError, TransientError
+from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import transitions
 
 Step = Callable[[Context, dict[str, Any]], dict[str, Any]]
@@ -80,3 +81,15 @@ def indexed(index: kopf.Index[Any, Any], namespace: str | None, name: str | None
     for body in index[(namespace, name)]:
         return dict(body)
     return None
+
+
+def fetch_progress(ctx: Context, pods: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Pod name -> the /fetch answer of its running fetch init container (pods downloading only)."""
+    out = {}
+    for pod in pods:
+        ip = pod.get("status", {}).get("podIP")
+        if ip and sources.fetching(pod):
+            answer = ctx.pull(ip, sources.FETCH_PATH)
+            if answer is not None:
+                out[pod["metadata"]["name"]] = answer
+    return out

@@ -13,7 +13,14 @@ import kopf
 from gemma_operator.api.v1alpha1 import GROUP, VERSION, GemmaServer
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
-from gemma_operator.handlers.common import indexed, now, reconcile_one, retrying, write_status
+from gemma_operator.handlers.common import (
+    fetch_progress,
+    indexed,
+    now,
+    reconcile_one,
+    retrying,
+    write_status,
+)
 from gemma_operator.handlers.context import Context
 from gemma_operator.k8s import apply_all, prune
 from gemma_operator.reconcile import serving as status_of
@@ -67,12 +74,16 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
     stats = [
         s
         for p in pods
-        if p.get("status", {}).get("podIP") and _is_ready(p)
+        if p.get("status", {}).get("podIP") and status_of.pod_ready(p)
         for s in [ctx.pull(p["status"]["podIP"], "/stats")]
         if s is not None
     ]
     observed = status_of.Observed(
-        desired_replicas=replicas(server.spec), deployment=deployment, pods=pods, stats=stats
+        desired_replicas=replicas(server.spec),
+        deployment=deployment,
+        pods=pods,
+        stats=stats,
+        fetches=fetch_progress(ctx, pods),
     )
     status = status_of.server_status(
         previous=previous,
@@ -86,13 +97,6 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
     )
     write_status(ctx, obj, previous, status, status_of.WARNINGS)
     return status
-
-
-def _is_ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in pod.get("status", {}).get("conditions", [])
-    )
 
 
 def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool, refetch: bool = False) -> None:

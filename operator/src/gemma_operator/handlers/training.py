@@ -15,7 +15,14 @@ from gemma_operator.api.training import GemmaTrainingSpec
 from gemma_operator.api.v1alpha1 import GROUP, VERSION, GemmaTraining
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
-from gemma_operator.handlers.common import indexed, now, reconcile_one, retrying, write_status
+from gemma_operator.handlers.common import (
+    fetch_progress,
+    indexed,
+    now,
+    reconcile_one,
+    retrying,
+    write_status,
+)
 from gemma_operator.handlers.context import Context
 from gemma_operator.k8s import apply_all
 from gemma_operator.reconcile import training as status_of
@@ -97,7 +104,11 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     ]
     placement_hosts = resolve(spec.accelerator).hosts * spec.accelerator.num_slices
     observed = status_of.Observed(
-        hosts=placement_hosts, workload=observed_workload, pods=pods, progress=_progress(ctx, pods)
+        hosts=placement_hosts,
+        workload=observed_workload,
+        pods=pods,
+        progress=_progress(ctx, pods),
+        fetches=fetch_progress(ctx, pods),
     )
     decision = status_of.decide(
         previous=previous,

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemma_operator.api.conditions import DEGRADED, PROGRESSING, READY, SUSPENDED
+from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import Cond, merge
 
 BAD_WAITING = {
@@ -30,6 +31,7 @@ class Observed:
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
     stats: Sequence[Mapping[str, Any]] = ()
+    fetches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # pod -> /fetch
 
 
 def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
@@ -85,12 +87,14 @@ def conditions(suspended: bool, observed: Observed) -> list[Cond]:
         ),
         None,
     )
+    source = sources.condition(observed.pods, observed.fetches, loaded=pod_ready)
     if suspended:
         return [
             Cond(READY, False, "Suspended", "spec.suspend is true: scaled to zero"),
             Cond(PROGRESSING, False, "Suspended", ""),
             Cond(DEGRADED, False, "Suspended", ""),
             Cond(SUSPENDED, True, "Suspended", "spec.suspend is true: scaled to zero"),
+            source,
         ]
     serving = (
         bool(deployment)
@@ -101,7 +105,9 @@ def conditions(suspended: bool, observed: Observed) -> list[Cond]:
         and total == updated
     )
     rolling = not serving and not (deployment and want == 0 and total == 0)
-    if problem is not None:
+    if source.reason == "Failed":  # the fetch's own error says more than Init:CrashLoopBackOff
+        degraded = Cond(DEGRADED, True, "SourceFailed", source.message)
+    elif problem is not None:
         degraded = Cond(DEGRADED, True, problem[0], problem[1])
     elif replica_failure is not None:  # pods cannot even be created (quota, missing ServiceAccount, ...)
         degraded = Cond(
@@ -125,7 +131,14 @@ def conditions(suspended: bool, observed: Observed) -> list[Cond]:
         if rolling and want > 0
         else Cond(PROGRESSING, False, "Complete", "")
     )
-    return [ready_cond, progressing, degraded, Cond(SUSPENDED, False, "Active", "")]
+    return [ready_cond, progressing, degraded, Cond(SUSPENDED, False, "Active", ""), source]
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
 
 
 def phase(conds: Sequence[Cond]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gemma_operator.api.conditions import FAILED, RUNNING, SUCCEEDED, SUSPENDED
 from gemma_operator.api.training import RETRY_EXIT_CODE
+from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import Cond, merge, timestamp
 
 HISTORY = 20
@@ -28,6 +29,7 @@ class Observed:
     workload: Mapping[str, Any] | None  # the current attempt's Job or JobSet
     pods: Sequence[Mapping[str, Any]]
     progress: Mapping[str, Any] | None = None
+    fetches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # pod -> /fetch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,18 +69,29 @@ def failure(pods: Sequence[Mapping[str, Any]], workload: Mapping[str, Any] | Non
                 f"DisruptionTarget ({cond.get('reason', 'disrupted')}) on pod {name}", counted=False
             )
     for pod in pods:
-        for container in pod.get("status", {}).get("containerStatuses", []) or []:
-            terminated = container.get("state", {}).get("terminated") or {}
-            code = terminated.get("exitCode")
-            if code not in (None, 0):
-                name = pod.get("metadata", {}).get("name", "?")
-                if code == RETRY_EXIT_CODE:
-                    return Restart(f"RetryRequested (exit code {code}) on pod {name}", counted=False)
-                return Restart(
-                    f"PodFailed (exit code {code}, {terminated.get('reason', 'Error')}) on pod {name}",
-                    counted=True,
-                )
+        why = _pod_failure(pod)
+        if why is not None:
+            return why
     return Restart("SliceFailed (a pod of the slice failed)", counted=True)
+
+
+def _pod_failure(pod: Mapping[str, Any]) -> Restart | None:
+    """A fetch or runtime container of ``pod`` that exited non-zero: the fetch's error names the URI."""
+    fetch = sources.failure(pod)
+    if fetch is not None:
+        return Restart(f"SourceFailed ({fetch})", counted=True)
+    name = pod.get("metadata", {}).get("name", "?")
+    for container in pod.get("status", {}).get("containerStatuses", []) or []:
+        terminated = container.get("state", {}).get("terminated") or {}
+        code = terminated.get("exitCode")
+        if code == RETRY_EXIT_CODE:
+            return Restart(f"RetryRequested (exit code {code}) on pod {name}", counted=False)
+        if code not in (None, 0):
+            return Restart(
+                f"PodFailed (exit code {code}, {terminated.get('reason', 'Error')}) on pod {name}",
+                counted=True,
+            )
+    return None
 
 
 def _running(observed: Observed) -> bool:
@@ -199,8 +212,22 @@ def decide(
         running = sum(1 for p in observed.pods if p.get("status", {}).get("phase") == "Running")
         conds = _conditions(None, "Pending", f"{running}/{observed.hosts} hosts running")
     status["phase"] = phase
+    conds = [*conds, _source(observed, phase)]
     status["conditions"] = merge(previous.get("conditions", []), conds, generation, now)
     return Decision(status, restart)
+
+
+def _source(observed: Observed, phase: str) -> Cond:
+    """SourcesReady; a training holds its weights once it reports a step (or has finished)."""
+    stepping = bool(observed.progress) and (observed.progress or {}).get("step") is not None
+
+    def loaded(pod: Mapping[str, Any]) -> bool:
+        pod_phase = pod.get("status", {}).get("phase")
+        return pod_phase == "Succeeded" or (pod_phase == "Running" and stepping)
+
+    if phase == "Succeeded" and not observed.pods:
+        return Cond(sources.SOURCES_READY, True, "Loaded", "the training finished")
+    return sources.condition(observed.pods, observed.fetches, loaded=loaded)
 
 
 def _keep(previous: Mapping[str, Any], kind: str) -> Cond:
