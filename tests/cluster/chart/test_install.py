@@ -136,7 +136,9 @@ def test_the_objects_are_accepted_and_the_operator_pod_is_admitted_as_restricted
     )
     assert "violate" not in dry_run.stderr, dry_run.stderr
     if installed.method == "helm":
-        assert installed.helm.status()["info"]["status"] == "deployed"
+        info = installed.helm.status()["info"]
+        assert info["status"] == "deployed"
+        assert "It watches every namespace." in info["notes"]
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.stem)

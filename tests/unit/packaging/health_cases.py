@@ -91,12 +91,32 @@ UNSCHEDULABLE_POD = {
 }
 
 
+DOWNLOADING_POD = {
+    "metadata": {"name": "tiny-0"},
+    "spec": {"initContainers": [{"name": "fetch-model", "args": ["fetch", "hf://google/gemma-2b"]}]},
+    "status": {
+        "phase": "Pending",
+        "podIP": "10.0.0.5",
+        "initContainerStatuses": [{"name": "fetch-model", "state": {"running": {}}}],
+    },
+}
+DOWNLOAD = {"uri": "hf://google/gemma-2b", "bytes_done": 2_500_000_000, "bytes_total": 5_000_000_000}
+
+
 def server_cases() -> list[Case]:
     ready = _server(serving.Observed(desired_replicas=1, deployment=_deployment(1), pods=[]))
     rolling = _server(serving.Observed(desired_replicas=1, deployment=_deployment(0), pods=[]))
     stuck = _server(serving.Observed(desired_replicas=1, deployment=_deployment(0), pods=[UNSCHEDULABLE_POD]))
     suspended = _server(
         serving.Observed(desired_replicas=0, deployment=_deployment(0, 0), pods=[]), suspended=True
+    )
+    downloading = _server(
+        serving.Observed(
+            desired_replicas=1,
+            deployment=_deployment(0),
+            pods=[DOWNLOADING_POD],
+            fetches={"tiny-0": DOWNLOAD},
+        )
     )
     zero = _server(serving.Observed(desired_replicas=0, deployment=_deployment(0, 0), pods=[]))
     invalid = serving.invalid_status({}, 1, ["spec.replicas: must be >= 0"], NOW)
@@ -108,6 +128,12 @@ def server_cases() -> list[Case]:
         Case("no-status", _obj("server-tiny-cpu", None), "Progressing", WAITING),
         Case("ready", _obj("server-tiny-cpu", ready), "Healthy", "1/1 replicas serve"),
         Case("rolling-out", _obj("server-tiny-cpu", rolling), "Progressing", "1/1 updated, 0/1 ready"),
+        Case(
+            "downloading",
+            _obj("server-tiny-cpu", downloading),
+            "Progressing",
+            "hf://google/gemma-2b: 2.50 GB / 5.00 GB (50%) on pod tiny-0",
+        ),
         Case("unschedulable", _obj("server-tiny-cpu", stuck), "Degraded", unschedulable),
         Case("scaled-to-zero", _obj("server-tiny-cpu", zero), "Healthy", "spec.replicas is 0"),
         Case("suspended", _obj("server-tiny-cpu", suspended), "Suspended", SCALED_DOWN),

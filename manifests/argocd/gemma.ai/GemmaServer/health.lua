@@ -64,4 +64,9 @@ end
 local progressing = condition("Progressing")
 hs.status = "Progressing"
 hs.message = said(progressing, said(ready, "Waiting for the replicas to become ready"))
+-- While weights download or load, their progress says more than a replica count.
+local sources = condition("SourcesReady")
+if sources ~= nil and (sources.reason == "Downloading" or sources.reason == "Loading") then
+  hs.message = said(sources, hs.message)
+end
 return hs

@@ -59,4 +59,9 @@ end
 local running = condition("Running")
 hs.status = "Progressing"
 hs.message = said(running, "Waiting for the slice to start")
+-- While weights download or load, their progress says more than a replica count.
+local sources = condition("SourcesReady")
+if sources ~= nil and (sources.reason == "Downloading" or sources.reason == "Loading") then
+  hs.message = said(sources, hs.message)
+end
 return hs
