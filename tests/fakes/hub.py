@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
+from safetensors.numpy import save
+
 TOKEN = "hf_StandInTokenThatMustNeverLeak42"
 PUBLIC, PRIVATE, GATED = "google/gemma-tiny", "acme/private-gemma", "google/gemma-gated"
 
@@ -192,3 +195,17 @@ def populated(checkpoint: dict[str, bytes]) -> FakeHub:
     fake.repos[GATED] = FakeRepo({"main": checkpoint}, gated=True)
     fake.grants[TOKEN] = {PRIVATE}
     return fake
+
+
+def tiny_checkpoint(seed: int = 0) -> dict[str, bytes]:
+    """A tiny checkpoint's files, plus files a downloader must leave on the Hub."""
+    rng = np.random.default_rng(seed)
+    arrays = {"embed": rng.standard_normal((16, 8), dtype=np.float32), "w": rng.standard_normal((8, 8))}
+    return {
+        "config.json": json.dumps({"model_type": "gemma2", "hidden_size": 8}).encode(),
+        "model.safetensors": save(arrays),
+        "tokenizer.model": rng.bytes(300),
+        "README.md": b"# a tiny Gemma\n",
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+        "original/model.safetensors": rng.bytes(64),
+    }

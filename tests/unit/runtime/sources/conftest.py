@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
-from tests.fakes.hub import FakeHub, populated, serving
+from tests.fakes.hub import FakeHub, populated, serving, tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -19,20 +16,8 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """A tiny checkpoint's files, plus files the downloader must leave on the Hub."""
-    rng = np.random.default_rng(0)
-    weights = tmp_path_factory.mktemp("made") / "model.safetensors"
-    arrays = {"embed": rng.standard_normal((16, 8), dtype=np.float32), "w": rng.standard_normal((8, 8))}
-    save_file(arrays, str(weights))
-    return {
-        "config.json": json.dumps({"model_type": "gemma2", "hidden_size": 8}).encode(),
-        "model.safetensors": weights.read_bytes(),
-        "tokenizer.model": rng.bytes(300),
-        "README.md": b"# a tiny Gemma\n",
-        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
-        "original/model.safetensors": rng.bytes(64),
-    }
+def checkpoint() -> dict[str, bytes]:
+    return tiny_checkpoint()
 
 
 @pytest.fixture
