@@ -8,15 +8,12 @@ the operator mounts Cloud Storage (``gs://``) and PersistentVolumeClaims (``pvc:
 from gemma_runtime.sources.hf import (
     DEFAULT_ENDPOINT,
     DEFAULT_PATTERNS,
-    MANIFEST,
     HfRef,
-    Progress,
-    Snapshot,
-    SourceError,
     download,
     parse_hf_uri,
     snapshot,
 )
+from gemma_runtime.sources.mirror import MANIFEST, Progress, Snapshot, SourceError
 
 __all__ = [
     "DEFAULT_ENDPOINT",
