@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.cluster.harness import demo
 from tests.cluster.harness.binaries import BuildError, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
+from tests.cluster.harness.gcs import ensure_fake_gcs
 
 STATE_DIR = Path(".cluster")
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "binaries":
             started = time.monotonic()
             print(ensure_binaries())
+            print(ensure_fake_gcs())  # the Cloud Storage emulator of the gs:// tests
             print(f"[cluster-binaries] ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
             return 0
         if args.command == "up":

@@ -1,8 +1,9 @@
 """Sources: bring weights from where users keep them into a local folder the runtime reads.
 
-Only the Hugging Face Hub needs fetching (``hf://org/model[@revision]``, :mod:`gemma_runtime.sources.hf`):
+The Hugging Face Hub needs fetching (``hf://org/model[@revision]``, :mod:`gemma_runtime.sources.hf`);
 the operator mounts Cloud Storage (``gs://``) and PersistentVolumeClaims (``pvc://``) as volumes, and
-``file://`` is already local. JAX-free and standard library only; never talks to the Kubernetes API.
+``file://`` is already local. Cloud Storage can also be copied directly (:mod:`gemma_runtime.sources.gcs`).
+JAX-free and standard library only; never talks to the Kubernetes API.
 """
 
 from gemma_runtime.sources.hf import (

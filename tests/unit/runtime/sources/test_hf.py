@@ -329,8 +329,9 @@ def test_cli_token_env_and_quiet(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("gs://bucket/gemma", "fetch handles hf:// only; gs:// and pvc:// are mounted as volumes"),
-        ("file:///models/gemma", "fetch handles hf:// only"),
+        ("pvc://claim/gemma", "fetch handles hf:// and gs:// only; pvc:// is mounted as a volume"),
+        ("file:///models/gemma", "fetch handles hf:// and gs:// only"),
+        ("gs://B/gemma", "is not a Cloud Storage URI: expected gs://bucket/path"),
         ("hf://gemma", "expected hf://org/model"),
         (f"hf://{PRIVATE}", "401 Unauthorized"),  # no token in HF_TOKEN
     ],
