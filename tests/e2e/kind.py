@@ -1,7 +1,7 @@
 """The e2e tier's kind cluster (pytest-kind's KindCluster), its images and its diagnostics.
 
-kind and kubectl: the ``kind`` on PATH (else pytest-kind downloads its pinned one) and the cluster
-tier's pinned kubectl. Every file lives under the test's temporary folder, none in the repository."""
+kind, kubectl and helm: those on PATH, else pytest-kind's pinned kind (downloaded) and the cluster
+tier's pinned kubectl and helm. Every file lives under the test's temporary folder, none in the repository."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ CONFIG = Path(__file__).with_name("kind-config.yaml")
 OPERATOR_IMAGE = "gemma-operator:e2e"
 RUNTIME_IMAGE = "gemma-runtime:e2e"
 IMAGES = {"operator": OPERATOR_IMAGE, "runtime": RUNTIME_IMAGE}
+
+
+def tool(name: str) -> Path:
+    """``name`` (kubectl, helm) from PATH, else the cluster tier's pinned build."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    from tests.cluster.harness.binaries import ensure_binaries
+
+    return ensure_binaries() / name
 
 
 def create(name: str, workdir: Path, kubectl: Path) -> KindCluster:

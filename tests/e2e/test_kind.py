@@ -27,7 +27,6 @@ from pytest_kind import KindCluster  # type: ignore[import-untyped]  # noqa: E40
 
 from tests.api_cases import REPO  # noqa: E402
 from tests.cluster.chart.helm import Helm  # noqa: E402
-from tests.cluster.harness.binaries import ensure_binaries  # noqa: E402
 from tests.e2e import kind  # noqa: E402
 from tests.unit.packaging.generate import CHART, NAMESPACE, RELEASE  # noqa: E402
 
@@ -38,7 +37,7 @@ WORKLOADS = "e2e-workloads"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindCluster]:
     workdir = tmp_path_factory.mktemp("kind")
-    created = kind.create("gemma-e2e", workdir, ensure_binaries() / "kubectl")
+    created = kind.create("gemma-e2e", workdir, kind.tool("kubectl"))
     try:
         kind.build_and_load(created)
         yield created
@@ -48,9 +47,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindCluster]:
 
 @pytest.fixture(scope="module")
 def helm(cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    return Helm(
-        ensure_binaries() / "helm", tmp_path_factory.mktemp("helm"), kubeconfig=cluster.kubeconfig_path
-    )
+    return Helm(kind.tool("helm"), tmp_path_factory.mktemp("helm"), kubeconfig=cluster.kubeconfig_path)
 
 
 @pytest.fixture(scope="module")
