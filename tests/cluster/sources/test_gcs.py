@@ -7,7 +7,6 @@ buckets with Cloud Storage FUSE by default: tests/unit/operator/render/test_sour
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gemma_runtime.model import Transformer, tiny_config
 from gemma_runtime.sources import MANIFEST, SourceError
 from gemma_runtime.sources.gcs import GcsRef, snapshot
 from tests.cluster.harness.gcs import FakeGcs
+from tests.fakes.checkpoints import hf_files, hf_tensors
 
 
 def _bucket(emulator: FakeGcs) -> str:
@@ -69,42 +69,13 @@ def test_orbax_checkpoint_fetched_from_the_bucket_loads(
     np.testing.assert_array_equal(np.asarray(restored(tokens)[0]), np.asarray(model(tokens)[0]))
 
 
-def _hf_tensors(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    shapes = {
-        "model.embed_tokens.weight": (32, 8),
-        "model.norm.weight": (8,),
-        "model.layers.0.input_layernorm.weight": (8,),
-        "model.layers.0.post_attention_layernorm.weight": (8,),
-        "model.layers.0.self_attn.q_proj.weight": (8, 8),
-        "model.layers.0.self_attn.k_proj.weight": (4, 8),
-        "model.layers.0.self_attn.v_proj.weight": (4, 8),
-        "model.layers.0.self_attn.o_proj.weight": (8, 8),
-        "model.layers.0.mlp.gate_proj.weight": (16, 8),
-        "model.layers.0.mlp.up_proj.weight": (16, 8),
-        "model.layers.0.mlp.down_proj.weight": (8, 16),
-    }
-    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
-
-
-HF_CONFIG = {
-    "model_type": "gemma",
-    "num_hidden_layers": 1,
-    "hidden_size": 8,
-    "intermediate_size": 16,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "head_dim": 4,
-    "vocab_size": 32,
-}
-
-
 def test_safetensors_fetched_from_the_bucket_load_and_changes_are_fetched_alone(
     emulator_env: FakeGcs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tensors = _hf_tensors(np.random.default_rng(0))
+    tensors = hf_tensors()
     bucket = _bucket(emulator_env)
-    emulator_env.upload(bucket, "gemma-hf/config.json", json.dumps(HF_CONFIG).encode())
-    emulator_env.upload(bucket, "gemma-hf/model.safetensors", save(tensors))
+    for name, data in hf_files(tensors).items():
+        emulator_env.upload(bucket, f"gemma-hf/{name}", data)
     emulator_env.upload(bucket, "gemma-hf/tokenizer.model", b"t" * 300)
     uri, target = f"gs://{bucket}/gemma-hf", tmp_path / "hf"
 

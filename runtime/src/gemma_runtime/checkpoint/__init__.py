@@ -12,6 +12,7 @@ from gemma_runtime.checkpoint import hf, official, store
 from gemma_runtime.checkpoint.params import CheckpointError, load
 from gemma_runtime.config import CheckpointFormat as Format
 from gemma_runtime.model import Transformer, preset
+from gemma_runtime.sources.mirror import SourceError, fetched
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,25 @@ def load_model(
     param_dtype: jnp.dtype = jnp.float32,
     dtype: jnp.dtype = jnp.float32,
 ) -> Transformer:
-    """Load any supported checkpoint. The official Orbax tree carries no config: ``variant`` names it."""
+    """Load any supported checkpoint. The official Orbax tree carries no config: ``variant`` names it.
+    Errors about a folder that ``gemma-runtime fetch`` filled name the URI it came from."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        uri = fetched(path)
+    except SourceError as err:
+        raise CheckpointError(str(err)) from err
+    try:
+        return _load(path, variant, format, param_dtype, dtype)
+    except CheckpointError as err:
+        if uri is None:
+            raise
+        raise CheckpointError(f"{uri} (fetched into {path}): {err}") from err
+
+
+def _load(
+    path: Path, variant: str | None, format: Format | None, param_dtype: jnp.dtype, dtype: jnp.dtype
+) -> Transformer:
     kind = format or detect(path)
     log.info("loading %s checkpoint from %s", kind, path)
     if kind == Format.OURS:

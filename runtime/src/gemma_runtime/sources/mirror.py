@@ -322,3 +322,26 @@ def human(n: int | None) -> str:
 
 def _rate(n: int, seconds: float) -> float:
     return n / 1e6 / max(seconds, 1e-6)
+
+
+def fetched(target: Path) -> str | None:
+    """The URI ``target`` was fetched from (its manifest), or None when it was not fetched. A SourceError
+    when the fetch did not finish or a file no longer has the size the fetch verified (the cache was
+    changed): loading it would fail later with a message that hides the cause."""
+    try:
+        document = json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    uri = str(document.get("uri", target))
+    if not document.get("complete"):
+        raise SourceError(f"{uri}: the download into {target} did not finish: run the fetch again")
+    for name, entry in (document.get("files") or {}).items():
+        path = target / name
+        size = path.stat().st_size if path.is_file() else None
+        if size is None or (entry.get("size") is not None and size != entry["size"]):
+            found = "is missing" if size is None else f"has {size} bytes"
+            raise SourceError(
+                f"{uri}: {name} {found} in {target}, the fetch verified {entry.get('size')} bytes: the cache "
+                "was changed; run the fetch again (it replaces what differs)"
+            )
+    return uri
