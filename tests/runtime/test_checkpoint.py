@@ -19,6 +19,7 @@ from gemma_runtime.checkpoint import CheckpointError, Format, detect, load_model
 from gemma_runtime.checkpoint.hf import config_from_hf
 from gemma_runtime.checkpoint.params import flat_params, load
 from gemma_runtime.model import AttentionType, Transformer, tiny_config
+from tests.fakes.checkpoints import HF_CONFIG
 
 HF_GEMMA3 = {
     "model_type": "gemma3_text",
@@ -133,17 +134,7 @@ def test_our_format_round_trips(tmp_path: Path) -> None:
 
 
 def _hf_dir(tmp_path: Path, tensors: dict[str, np.ndarray]) -> Path:
-    config = {
-        "model_type": "gemma",
-        "num_hidden_layers": 1,
-        "hidden_size": 8,
-        "intermediate_size": 16,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 4,
-        "vocab_size": 32,
-    }
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").write_text(json.dumps(HF_CONFIG))
     save_file(tensors, str(tmp_path / "model.safetensors"))
     return tmp_path
 
