@@ -6,11 +6,13 @@ into Roles; metrics Service, ServiceMonitor, image digests and an existing Servi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 import yaml
 
+from gemma_operator.config import Settings
 from gemma_operator.render.pods import CONTAINER_SECURITY
 from tests.cluster.chart.helm import Helm, find
 from tests.unit.packaging.generate import CHART, INSTALL, install_yaml
@@ -109,6 +111,18 @@ def test_settings_reach_the_config_map(helm: Helm) -> None:
     assert data["GEMMA_OPERATOR_IMAGE_PULL_POLICY"] == "Always"
     assert data["GEMMA_OPERATOR_LOG_LEVEL"] == "DEBUG"
     assert data["GEMMA_OPERATOR_BIND_ADDRESS"] == "0.0.0.0"
+
+
+def test_the_operator_reads_the_config_map_as_its_settings(helm: Helm) -> None:
+    data = find(
+        helm.template("operator.watchNamespaces={a,b}", "operator.debounceSeconds=0.25"), "ConfigMap"
+    )["data"]
+    settings = Settings.from_env(data)
+    assert settings.namespaces == ("a", "b")
+    assert settings.debounce_seconds == 0.25
+    assert settings.bind_address == "0.0.0.0"
+    defaults = Settings.from_env(find(helm.template(), "ConfigMap")["data"])
+    assert dataclasses.replace(defaults, bind_address=Settings().bind_address) == Settings()
 
 
 def test_an_image_digest_wins_over_the_tag(helm: Helm) -> None:
