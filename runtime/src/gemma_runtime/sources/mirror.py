@@ -260,14 +260,15 @@ def _verified(path: Path, remote: RemoteFile, entry: dict[str, Any] | None) -> s
     listed = remote.sha256 is not None or remote.md5 is not None
     if not listed and (entry is None or entry.get("oid") != remote.oid):
         return None  # no remote hash: only the manifest can vouch for it, for this very object
-    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False) if remote.md5 else None
     with path.open("rb") as f:
         while chunk := f.read(CHUNK_BYTES):
             sha256.update(chunk)
-            md5.update(chunk)
+            if md5 is not None:  # only a source that lists md5 pays for a second hash
+                md5.update(chunk)
     if remote.sha256 is not None:
         return sha256.hexdigest() if sha256.hexdigest() == remote.sha256 else None
-    if remote.md5 is not None:
+    if md5 is not None:
         return sha256.hexdigest() if md5.hexdigest() == remote.md5 else None
     return sha256.hexdigest() if sha256.hexdigest() == (entry or {}).get("sha256") else None
 
