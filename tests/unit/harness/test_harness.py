@@ -100,6 +100,8 @@ def test_pod_end_stages_are_mutually_exclusive() -> None:
         "node-initialize",
         "node-heartbeat",
         "pod-ready",
+        "pod-init-hold",
+        "pod-init-release",
         "pod-succeed",
         "pod-fail",
         "pod-delete",
@@ -110,4 +112,10 @@ def test_pod_end_stages_are_mutually_exclusive() -> None:
     assert (succeed[key], fail[key]) == ("DoesNotExist", "Exists")
     ready = {e["key"]: e["operator"] for e in stages["pod-ready"]["selector"]["matchExpressions"]}
     assert ready[".status.podIP"] == "DoesNotExist"  # never matches a Running pod, which has an IP
+    hold = {e["key"]: e["operator"] for e in stages["pod-init-hold"]["selector"]["matchExpressions"]}
+    release = {e["key"]: e["operator"] for e in stages["pod-init-release"]["selector"]["matchExpressions"]}
+    held = '.metadata.annotations["kwok.gemma.ai/hold-init"]'
+    assert (ready[held], hold[held], hold[".status.podIP"]) == ("DoesNotExist", "Exists", "DoesNotExist")
+    assert release[".status.podIP"] == "Exists"  # only after the hold gave the pod its IP
+    assert release['.metadata.annotations["kwok.gemma.ai/init-done"]'] == "Exists"
     assert stages["pod-delete"]["next"]["delete"] is True
