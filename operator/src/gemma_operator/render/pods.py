@@ -76,7 +76,10 @@ def runtime_pod_spec(
         "terminationGracePeriodSeconds": 60,
         "nodeSelector": placement.node_selector,
         "tolerations": placement.tolerations,
-        "initContainers": mounts.init_containers,
+        # The fetch needs what the user set for the pod too: HF_ENDPOINT for a mirror, HTTPS_PROXY.
+        "initContainers": [
+            {**c, "env": [*c["env"], *(e.to_api() for e in overrides.env)]} for c in mounts.init_containers
+        ],
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": config_map}},

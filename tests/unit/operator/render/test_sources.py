@@ -228,3 +228,13 @@ def test_the_checker_catches_what_the_profile_forbids() -> None:
         "runtime: seccompProfile",
     ):
         assert expected in found
+
+
+def test_the_fetch_gets_the_pods_environment_too() -> None:
+    proxy = [
+        {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+        {"name": "HF_ENDPOINT", "value": "http://m"},
+    ]
+    doc = merge(_with_source("server", URIS["hf"]), {"spec": {"pod": {"env": proxy}}})
+    (init,) = _pod(_render(doc))["spec"]["initContainers"]
+    assert init["env"] == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": SECRET}}, *proxy]
