@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Iterator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from flax import nnx
 
-from gemma_runtime.model import Transformer, TransformerConfig
+from gemma_runtime.model import Cache, Transformer, TransformerConfig
 from gemma_runtime.model.layers import RMSNorm
 from gemma_runtime.serve.fake import FakeEngine
 from gemma_runtime.serve.sampling import SamplingParams
@@ -36,15 +37,25 @@ def varied_model(config: TransformerConfig, seed: int = 0) -> Transformer:
     return model
 
 
+@nnx.jit
+def _one_token(
+    model: Transformer, token: jax.Array, position: jax.Array, cache: Cache
+) -> tuple[jax.Array, Cache]:
+    logits, cache = model(token, position, cache=cache)
+    return jnp.argmax(logits[0, -1]), cache
+
+
 def reference_greedy(model: Transformer, prompt: list[int], steps: int, max_len: int) -> list[int]:
-    """Greedy tokens of ``prompt`` alone: the whole prompt in one call, then one token per call."""
+    """Greedy tokens of ``prompt`` alone through the model's own cache, one token per call (one compiled
+    shape for every prompt; eager calls would compile each operation for each prompt length)."""
     cache = model.init_cache(1, max_len)
-    logits, cache = model(jnp.asarray([prompt]), jnp.arange(len(prompt))[None], cache=cache)
-    out = [int(jnp.argmax(logits[0, -1]))]
-    for i in range(steps - 1):
-        position = jnp.asarray([[len(prompt) + i]])
-        logits, cache = model(jnp.asarray([[out[-1]]]), position, cache=cache)
-        out.append(int(jnp.argmax(logits[0, -1])))
+    out: list[int] = []
+    tokens = list(prompt)
+    for position in range(len(prompt) + steps - 1):
+        token = tokens[position] if position < len(prompt) else out[-1]
+        best, cache = _one_token(model, jnp.asarray([[token]]), jnp.asarray([[position]]), cache)
+        if position >= len(prompt) - 1:
+            out.append(int(best))
     return out
 
 

@@ -51,13 +51,22 @@ def filter_logits(logits: Array, top_k: Array, top_p: Array) -> Array:
 
 def sample(logits: Array, temperature: Array, top_k: Array, top_p: Array, keys: Array) -> tuple[Array, Array]:
     """Choose one token per row. logits: [B, V] (f32); temperature, top_k, top_p: [B]; keys: [B, 2].
-    Returns (tokens [B] int32, model log-probabilities of those tokens [B])."""
+    Returns (tokens [B] int32, model log-probabilities of those tokens [B]).
+
+    A batch of greedy rows skips drawing, and a batch without top-k / top-p skips the filter: sorting a
+    large vocabulary for every row costs more than the model's step on CPU."""
     logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, V]
-    greedy = jnp.argmax(logits, axis=-1)
-    scaled = logits / jnp.maximum(temperature, 1e-6)[:, None]
-    filtered = filter_logits(scaled, top_k, top_p)
-    drawn = jax.vmap(jax.random.categorical)(keys, filtered)
-    tokens = jnp.where(temperature > 0, drawn, greedy).astype(jnp.int32)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    sampled = temperature > 0
+
+    def draw() -> Array:
+        scaled = logits / jnp.maximum(temperature, 1e-6)[:, None]
+        needs_filter = jnp.any(sampled & ((top_k > 0) | (top_p < 1)))
+        filtered = jax.lax.cond(needs_filter, lambda: filter_logits(scaled, top_k, top_p), lambda: scaled)
+        drawn = jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
+        return jnp.where(sampled, drawn, greedy)
+
+    tokens = jax.lax.cond(jnp.any(sampled), draw, lambda: greedy)
     return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
 
 

@@ -28,7 +28,7 @@ class Int8(NamedTuple):
 
 
 Weight = Array | Int8
-LayerWeights = dict[str, Any]  # q, k, v, o, gate, up, down: Weight; norm scales: Array | None
+LayerWeights = dict[str, Any]  # q, k, v [D, N*H], o [N*H, D], gate, up, down: Weight; norm scales
 
 
 class Weights(NamedTuple):
@@ -63,9 +63,16 @@ def embed(table: Weight, tokens: Array, dtype: jnp.dtype) -> Array:
     return jnp.take(table, tokens, axis=0).astype(dtype)
 
 
-# Contracted axes of each weight in its einsum: q/k/v [N|K, D, H] contract D; o [N, H, D] contracts N, H;
-# gate/up [D, F] contract D; down [F, D] contracts F; the embedding [V, D] contracts D as output projection.
-_CONTRACTED = {"q": (1,), "k": (1,), "v": (1,), "o": (0, 1), "gate": (0,), "up": (0,), "down": (0,)}
+# Every projection is stored as a plain [in, out] matrix, contracted on axis 0: q/k/v as [D, N*H] (heads
+# flattened after moving D first), o as [N*H, D]. Left as [N, D, H] XLA:CPU transposes q and o in every
+# step (a copy of the weight per token); the embedding [V, D] contracts D as the output projection.
+_CONTRACTED = {"q": (0,), "k": (0,), "v": (0,), "o": (0,), "gate": (0,), "up": (0,), "down": (0,)}
+
+
+def _heads_last(weight: Array) -> Array:
+    """[N, D, H] -> [D, N*H]."""
+    n, d, h = weight.shape
+    return jnp.transpose(weight, (1, 0, 2)).reshape(d, n * h)
 
 
 def _value(module: Any, name: str) -> Array | None:
@@ -87,10 +94,10 @@ def extract(model: Transformer, quantization: str = "none") -> Weights:
     for block in model.layers:
         attn, mlp = block.attn, block.mlp
         layer: LayerWeights = {
-            "q": matrix(attn.q[...], "q"),
-            "k": matrix(attn.k[...], "k"),
-            "v": matrix(attn.v[...], "v"),
-            "o": matrix(attn.o[...], "o"),
+            "q": matrix(_heads_last(attn.q[...]), "q"),
+            "k": matrix(_heads_last(attn.k[...]), "k"),
+            "v": matrix(_heads_last(attn.v[...]), "v"),
+            "o": matrix(attn.o[...].reshape(-1, attn.o.shape[-1]), "o"),
             "gate": matrix(mlp.gate[...], "gate"),
             "up": matrix(mlp.up[...], "up"),
             "down": matrix(mlp.down[...], "down"),
