@@ -8,7 +8,9 @@ kubelet would (the token from the Secret the pod references, the cache in a temp
 on the pod's IP), against a stand-in Hub serving a tiny checkpoint that the test makes. The Hub holds
 the second file until the operator has reported the download's progress; then the fetch finishes, the
 test tells kwok the init containers are done, and the server becomes Ready. Running the command again,
-as a restarted pod with a kept cache would, downloads nothing.
+as a restarted pod with a kept cache would, downloads nothing. With a revoked token the fetch fails; its
+termination message, handed to kwok as the init container's last state, makes the server Degraded
+(SourceFailed) with the fetch's own error, and the token shows nowhere.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +67,12 @@ def _kubelet_command(
     return [str(Path(sys.executable).with_name("gemma-runtime")), *args], env
 
 
-def test_hf_checkpoint_is_ready_only_after_the_download(
-    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, tmp_path: Path
-) -> None:
-    crds.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    crds.kubectl("-n", namespace, "create", "secret", "generic", "hf-token", f"--from-literal=token={TOKEN}")
+def _apply_held_server(cluster: LocalCluster, namespace: str, token: str) -> None:
+    """The restricted namespace, the token Secret, and a tiny server on hf:// whose pod kwok holds."""
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    cluster.kubectl(
+        "-n", namespace, "create", "secret", "generic", "hf-token", f"--from-literal=token={token}"
+    )
     doc = merge(
         sample("server-tiny-cpu"),
         {
@@ -79,11 +83,17 @@ def test_hf_checkpoint_is_ready_only_after_the_download(
             },
         },
     )
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input_text=json.dumps(doc))
+
+
+def test_hf_checkpoint_is_ready_only_after_the_download(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    _apply_held_server(crds, namespace, TOKEN)
     release = threading.Event()
     hub = populated(tiny_checkpoint())
     hub.on_file = lambda name: release.wait(60) if name == "model.safetensors" else None
     with serving(hub):
-        crds.kubectl("-n", namespace, "apply", "-f", "-", input_text=json.dumps(doc))
         pod = wait_for(lambda: _held_pod(crds, namespace), 60, "the pod to hold in its init containers")
         command, env = _kubelet_command(crds, namespace, pod, tmp_path / "node", hub.url)
         fetch = subprocess.Popen(
@@ -137,3 +147,41 @@ def test_hf_checkpoint_is_ready_only_after_the_download(
         assert again.returncode == 0, again.stdout + again.stderr
         assert "0 files downloaded, 3 skipped" in again.stdout
         assert hub.file_gets() == gets, "a kept cache downloads nothing"
+
+
+def test_a_failed_download_degrades_the_server_with_the_fetch_error(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    _apply_held_server(crds, namespace, "hf_RevokedTokenThatMustNotShow")
+    with serving(populated(tiny_checkpoint())) as hub:
+        pod = wait_for(lambda: _held_pod(crds, namespace), 60, "the pod to hold in its init containers")
+        command, env = _kubelet_command(crds, namespace, pod, tmp_path / "node", hub.url)
+        message = tmp_path / "termination-log"
+        command[command.index("/dev/termination-log")] = str(message)
+        fetch = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert fetch.returncode == 1
+    name = pod["metadata"]["name"]
+    crds.kubectl(
+        "-n", namespace, "annotate", "pod", name, "kwok.gemma.ai/init-exit-code=1",
+        f"kwok.gemma.ai/init-message={message.read_text()}",
+    )  # fmt: skip
+
+    degraded = wait_for(
+        lambda: (
+            (s := _json(crds, namespace, "gemmaserver", NAME)).get("status", {}).get("phase") == "Degraded"
+            and s
+        ),
+        60,
+        "the server to be Degraded by the failed download",
+    )
+    conds = {c["type"]: c for c in degraded["status"]["conditions"]}
+    assert (conds["Degraded"]["reason"], conds["SourcesReady"]["reason"]) == ("SourceFailed", "Failed")
+    expected = f"pod {name}: fetch-checkpoint ({URI}) failed with exit code 1: {URI}@main: the file list: "
+    assert conds["SourcesReady"]["message"].startswith(expected + "the Hub answered 401 Unauthorized")
+    assert conds["Degraded"]["message"] == conds["SourcesReady"]["message"]
+    assert "hf_RevokedTokenThatMustNotShow" not in json.dumps(degraded)
+    events = crds.kubectl("-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={NAME}")
+    assert "SourceFailed" in events
+    version = _json(crds, namespace, "pod", name)["metadata"]["resourceVersion"]
+    time.sleep(2)
+    assert _json(crds, namespace, "pod", name)["metadata"]["resourceVersion"] == version, "kwok settled"

@@ -102,6 +102,7 @@ def test_pod_end_stages_are_mutually_exclusive() -> None:
         "pod-ready",
         "pod-init-hold",
         "pod-init-release",
+        "pod-init-fail",
         "pod-succeed",
         "pod-fail",
         "pod-delete",
@@ -118,4 +119,6 @@ def test_pod_end_stages_are_mutually_exclusive() -> None:
     assert (ready[held], hold[held], hold[".status.podIP"]) == ("DoesNotExist", "Exists", "DoesNotExist")
     assert release[".status.podIP"] == "Exists"  # only after the hold gave the pod its IP
     assert release['.metadata.annotations["kwok.gemma.ai/init-done"]'] == "Exists"
+    failing = {e["key"]: e["operator"] for e in stages["pod-init-fail"]["selector"]["matchExpressions"]}
+    assert failing['.metadata.annotations["kwok.gemma.ai/init-done"]'] == "DoesNotExist"
     assert stages["pod-delete"]["next"]["delete"] is True
