@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 import httpx
 import openai
@@ -107,3 +108,19 @@ async def _openai_round(url: str) -> list[openai.RateLimitError]:
     finally:
         await client.close()
     return refused
+
+
+def test_a_client_that_goes_away_frees_its_slot_at_once() -> None:
+    service, _ = fake_service(slots=1, max_queued=1, step_delay=0.01)
+    with running_server(create_app(service)) as url:
+        assert service.wait_ready(10)
+        scheduler = service.scheduler
+        assert scheduler is not None
+        body = {"model": "tiny", "prompt": [5], "max_tokens": 200}  # about 2 s of steps
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/completions", json=body, timeout=0.3)
+        started = time.monotonic()
+        while scheduler.running and time.monotonic() - started < 5:
+            time.sleep(0.02)
+        assert scheduler.running == 0
+        assert time.monotonic() - started < 1.5  # well before the 200 tokens would have finished

@@ -27,7 +27,7 @@ from gemma_runtime.serve.scheduler import QueueFullError, ShuttingDownError
 from gemma_runtime.serve.scheduler import Request as Generation
 from gemma_runtime.serve.service import Event, Finished, Service, Token
 
-DISCONNECT_POLL_S = 0.5
+DISCONNECT_POLL_S = 0.25
 
 
 class ClientError(Exception):
@@ -333,9 +333,12 @@ async def _respond(
 
 
 async def _until_disconnected(http: Request, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    """The request's events, ending early when the client disconnects."""
+    """The request's events, ending early when the client disconnects (checked every
+    ``DISCONNECT_POLL_S``, whether or not tokens are arriving)."""
+    loop = asyncio.get_running_loop()
     pending: asyncio.Task[Event] | None = None
     iterator = aiter(events)
+    checked = loop.time()
     try:
         while True:
             if pending is None:
@@ -350,8 +353,10 @@ async def _until_disconnected(http: Request, events: AsyncIterator[Event]) -> As
                 yield event
                 if isinstance(event, Finished):
                     return
-            elif await http.is_disconnected():
-                return
+            if loop.time() - checked >= DISCONNECT_POLL_S:
+                checked = loop.time()
+                if await http.is_disconnected():
+                    return
     finally:
         if pending is not None:
             pending.cancel()
