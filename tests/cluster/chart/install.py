@@ -8,11 +8,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from kubernetes import client
 
 from tests.cluster.chart.helm import Helm
 from tests.cluster.harness.control_plane import LocalCluster
+from tests.cluster.harness.operator import OperatorProcess
 from tests.cluster.harness.wait import wait_for
 from tests.unit.packaging.generate import CHART, INSTALL, NAMESPACE, RELEASE
 
@@ -39,8 +41,11 @@ class Installation:
             self.cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deploy/{RELEASE}", "--timeout=180s")
 
     def uninstall(self) -> None:
+        """Remove what :meth:`install` made (also after a partial install)."""
         if self.method == "helm":
-            self.helm.run("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s")
+            self.helm.run(
+                "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "120s", "--ignore-not-found"
+            )
         else:
             # Everything but the CRDs: deleting those would delete every GemmaServer in the cluster.
             kept = [
@@ -50,8 +55,10 @@ class Installation:
             ]
             path = self.workdir / "install-without-crds.yaml"
             path.write_text(yaml.safe_dump_all(kept))
-            self.cluster.kubectl("delete", "-f", str(path), "--wait=true")
-        self.cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=120s")
+            self.cluster.kubectl("delete", "-f", str(path), "--wait=true", "--ignore-not-found")
+        self.cluster.kubectl(
+            "delete", "namespace", NAMESPACE, "--wait=true", "--timeout=120s", "--ignore-not-found"
+        )
 
     def leftovers(self) -> list[str]:
         """Objects of the release still in the cluster after uninstall (CRDs excepted)."""
@@ -88,3 +95,21 @@ class Installation:
             "json",
         )
         return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(names)["items"])
+
+
+def start_operator(operator: OperatorProcess, **env: str) -> None:
+    """Start ``operator`` with extra GEMMA_OPERATOR_* ``env`` (e.g. its own field manager, so the
+    children show afterwards which operator wrote them); a start that fails stops what it started."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(f"GEMMA_OPERATOR_{name.upper()}", value)
+        try:
+            operator.start()
+        except BaseException:
+            operator.stop()
+            raise
+
+
+def log_since_start(operator: OperatorProcess) -> str:
+    """The operator's log since its latest start."""
+    return operator.log.read_text(errors="replace").rsplit(f"===== start {operator.starts} =====", 1)[-1]

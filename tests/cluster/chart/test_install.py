@@ -21,7 +21,7 @@ from gemma_operator.k8s import ForbiddenError, connect
 from tests.api_cases import SAMPLE_FILES, load
 from tests.cluster.chart import samples
 from tests.cluster.chart.helm import Helm
-from tests.cluster.chart.install import RESTRICTED, USER, Installation
+from tests.cluster.chart.install import RESTRICTED, USER, Installation, log_since_start, start_operator
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.operator import OperatorProcess
 from tests.unit.packaging.argo_lua import health
@@ -31,24 +31,12 @@ ADMIN_MANAGER, SA_MANAGER = "gemma-operator-admin", "gemma-operator-sa"
 HEALTH = {"Ready": "Healthy", "Running": "Progressing", "Failed": "Degraded"}
 
 
-def _start(operator: OperatorProcess, field_manager: str) -> None:
-    # Each run's own field manager shows afterwards which operator wrote the children.
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GEMMA_OPERATOR_FIELD_MANAGER", field_manager)
-        operator.start()
-
-
-def _log_since_start(operator: OperatorProcess) -> str:
-    text = operator.log.read_text(errors="replace")
-    return text.rsplit(f"===== start {operator.starts} =====", 1)[-1]
-
-
 @pytest.fixture(scope="module")
 def admin_outcomes(crds: LocalCluster) -> dict[str, dict[str, Any]]:
     """Every sample reconciled by the operator with admin rights, one at a time (the TPU pools hold
     one sample's pods at a time), in namespaces without Pod Security enforcement."""
     operator = OperatorProcess(crds)
-    _start(operator, ADMIN_MANAGER)
+    start_operator(operator, field_manager=ADMIN_MANAGER)
     outcomes: dict[str, dict[str, Any]] = {}
     try:
         for path in SAMPLE_FILES:
@@ -75,7 +63,11 @@ def installed(
     workdir = tmp_path_factory.mktemp(f"install-{request.param}")
     helm = Helm(helm_binary, workdir / "helm-home", kubeconfig=crds.kubeconfig)
     installation = Installation(request.param, crds, helm, workdir)
-    installation.install()
+    try:
+        installation.install()
+    except BaseException:
+        installation.uninstall()
+        raise
     yield installation
     installation.uninstall()
     leftovers = installation.leftovers()
@@ -89,7 +81,7 @@ def restricted_operator(
     """The operator as the installed Deployment runs it: cluster-wide, as the installed ServiceAccount
     (started after the admin runs, so never two operators at once)."""
     operator = OperatorProcess(installed.cluster, kubeconfig=installed.token_kubeconfig(api_client))
-    _start(operator, SA_MANAGER)
+    start_operator(operator, field_manager=SA_MANAGER)
     yield operator
     operator.stop()
 
@@ -157,7 +149,7 @@ def test_every_sample_reconciles_as_with_admin_rights(
     if admin_outcomes[path.stem]["children"]:
         assert samples.pods(crds, restricted_namespace, doc)
         assert samples.managers(crds, restricted_namespace, doc) == {SA_MANAGER}
-    log = _log_since_start(restricted_operator)
+    log = log_since_start(restricted_operator)
     # RBAC's refusal names the user; other 403s (an Event into a namespace being deleted) are not RBAC.
     assert f'User "{USER}" cannot' not in log, log[-3000:]
     assert "Not enough permissions" not in log, log[-3000:]

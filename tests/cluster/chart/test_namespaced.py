@@ -13,7 +13,7 @@ from kubernetes import client
 from tests.api_cases import SAMPLE_FILES
 from tests.cluster.chart import samples
 from tests.cluster.chart.helm import Helm
-from tests.cluster.chart.install import RESTRICTED
+from tests.cluster.chart.install import RESTRICTED, log_since_start, start_operator
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.operator import OperatorProcess
 from tests.unit.packaging.generate import CHART
@@ -34,25 +34,27 @@ def scoped(
 ) -> Iterator[OperatorProcess]:
     workdir = tmp_path_factory.mktemp("scoped")
     helm = Helm(helm_binary, workdir / "helm-home", kubeconfig=crds.kubeconfig)
-    for namespace in (HOME, WATCHED, OTHER):
-        crds.kubectl("create", "namespace", namespace)
-        crds.kubectl("label", "namespace", namespace, RESTRICTED)
-    helm.run(
-        "install", RELEASE, str(CHART), "-n", HOME, "--set", f"operator.watchNamespaces={{{WATCHED}}}",
-        "--set", "rbac.aggregateToDefaultRoles=false", "--wait", "--timeout", "180s",
-    )  # fmt: skip
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(expiration_seconds=3600))
-    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(ACCOUNT, HOME, request)
-    kubeconfig = crds.write_kubeconfig(workdir / "scoped.kubeconfig", USER, token.status.token, HOME)
-    operator = OperatorProcess(crds, kubeconfig=kubeconfig)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("GEMMA_OPERATOR_NAMESPACES", WATCHED)
-        operator.start()
-    yield operator
-    operator.stop()
-    helm.run("uninstall", RELEASE, "-n", HOME, "--wait", "--timeout", "120s")
-    for namespace in (HOME, WATCHED, OTHER):
-        crds.kubectl("delete", "namespace", namespace, "--wait=false")
+    operator: OperatorProcess | None = None
+    try:
+        for namespace in (HOME, WATCHED, OTHER):
+            crds.kubectl("create", "namespace", namespace)
+            crds.kubectl("label", "namespace", namespace, RESTRICTED)
+        helm.run(
+            "install", RELEASE, str(CHART), "-n", HOME, "--set", f"operator.watchNamespaces={{{WATCHED}}}",
+            "--set", "rbac.aggregateToDefaultRoles=false", "--wait", "--timeout", "180s",
+        )  # fmt: skip
+        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(expiration_seconds=3600))
+        token = client.CoreV1Api(api_client).create_namespaced_service_account_token(ACCOUNT, HOME, request)
+        kubeconfig = crds.write_kubeconfig(workdir / "scoped.kubeconfig", USER, token.status.token, HOME)
+        operator = OperatorProcess(crds, kubeconfig=kubeconfig)
+        start_operator(operator, namespaces=WATCHED)
+        yield operator
+    finally:
+        if operator is not None:
+            operator.stop()
+        helm.run("uninstall", RELEASE, "-n", HOME, "--wait", "--timeout", "120s", "--ignore-not-found")
+        for namespace in (HOME, WATCHED, OTHER):
+            crds.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
 
 
 def test_the_watched_namespace_is_reconciled_with_roles_alone(
@@ -61,7 +63,7 @@ def test_the_watched_namespace_is_reconciled_with_roles_alone(
     doc = samples.apply(crds, WATCHED, TINY)
     obj = samples.wait_settled(crds, WATCHED, doc, "Ready")
     assert obj["status"]["readyReplicas"] == 1
-    log = scoped.log.read_text(errors="replace").rsplit(f"===== start {scoped.starts} =====", 1)[-1]
+    log = log_since_start(scoped)
     assert f'User "{USER}" cannot' not in log, log[-3000:]
     assert "Not enough permissions" not in log, log[-3000:]
 
