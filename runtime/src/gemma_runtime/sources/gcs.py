@@ -18,18 +18,16 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gemma_runtime import __version__
+from gemma_runtime.sources.http import HttpSource
 from gemma_runtime.sources.mirror import Progress, RemoteFile, Snapshot, SourceError, md5_hex, mirror
 
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 METADATA_HOST_ENV = "GCE_METADATA_HOST"
 TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
-TIMEOUT_S = 60.0
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
@@ -90,15 +88,15 @@ def snapshot(
     )
 
 
-class _Bucket:
+class _Bucket(HttpSource):
     """The JSON API for one reference; failures become SourceErrors that say what to do."""
 
-    def __init__(self, ref: GcsRef, endpoint: str, token: str | None) -> None:
-        self.ref, self.endpoint, self._token = ref, endpoint, token
-        self._names: dict[str, str] = {}  # local name -> object name
+    network = "Cloud Storage"
 
-    def __str__(self) -> str:
-        return str(self.ref)
+    def __init__(self, ref: GcsRef, endpoint: str, token: str | None) -> None:
+        super().__init__(str(ref), endpoint, token)
+        self.ref = ref
+        self._names: dict[str, str] = {}  # local name -> object name
 
     def list_files(self) -> tuple[str, list[RemoteFile]]:
         """Objects named ``path`` (one file) or under ``path/``, with names relative to it; the version
@@ -144,32 +142,6 @@ class _Bucket:
         quoted = urllib.parse.quote(self._names[remote.name], safe="")
         url = f"{self.endpoint}/storage/v1/b/{self.ref.bucket}/o/{quoted}?alt=media&generation={remote.oid}"
         return self._open(url, remote.name)
-
-    def _open(self, url: str, what: str) -> BinaryIO:
-        request = urllib.request.Request(url, headers={"User-Agent": f"gemma-runtime/{__version__}"})
-        if self._token:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        try:
-            response: BinaryIO = urllib.request.urlopen(request, timeout=TIMEOUT_S)
-        except urllib.error.HTTPError as err:
-            with err:
-                raise self._refused(err, what) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            raise self._unreachable(err) from err
-        return response
-
-    def read(self, read: Callable[..., bytes], *args: int) -> bytes:
-        try:
-            return read(*args)
-        except (OSError, http.client.HTTPException) as err:
-            raise self._unreachable(err) from err
-
-    def _unreachable(self, err: Exception) -> SourceError:
-        reason = getattr(err, "reason", None) or err
-        return SourceError(
-            f"{self.ref}: cannot reach {self.endpoint}: {reason}: check the pod's network access to Cloud "
-            "Storage; files already downloaded are kept for the next run"
-        )
 
     def _refused(self, err: urllib.error.HTTPError, what: str) -> SourceError:
         where = f"{self.ref}: {what}"

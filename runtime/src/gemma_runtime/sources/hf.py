@@ -20,11 +20,11 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from gemma_runtime import __version__
+from gemma_runtime.sources.http import HttpSource
 from gemma_runtime.sources.mirror import Progress, RemoteFile, Snapshot, SourceError, mirror
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -38,7 +38,6 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
-TIMEOUT_S = 60.0
 
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _REPO = re.compile(rf"{_NAME}/{_NAME}")
@@ -129,11 +128,11 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
-_OPENER = urllib.request.build_opener(_Redirects)
-
-
-class _Hub:
+class _Hub(HttpSource):
     """HTTP to one endpoint for one reference; turns failures into SourceErrors that say what to do."""
+
+    opener = urllib.request.build_opener(_Redirects)
+    network = "the Hub (or HF_ENDPOINT)"
 
     def __init__(self, ref: HfRef, endpoint: str, token: str | None) -> None:
         # Secrets made with `echo` end in a newline; http.client would reject it, quoting the header.
@@ -142,7 +141,8 @@ class _Hub:
             raise SourceError(
                 f"{ref}: the token holds spaces or control characters: put it in the Secret again"
             )
-        self.ref, self.endpoint, self._token = ref, endpoint, token
+        super().__init__(str(ref), endpoint, token)
+        self.ref = ref
 
     def list_files(self) -> tuple[str, list[RemoteFile]]:
         revision = urllib.parse.quote(self.ref.revision, safe="")
@@ -156,40 +156,10 @@ class _Hub:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise SourceError(f"{self.ref}: unexpected file list from {self.endpoint}: {err!r}") from err
 
-    def __str__(self) -> str:
-        return str(self.ref)
-
     def open(self, remote: RemoteFile, version: str) -> BinaryIO:
         quoted = urllib.parse.quote(remote.name)
         url = f"{self.endpoint}/{self.ref.repo}/resolve/{urllib.parse.quote(version, safe='')}/{quoted}"
         return self._open(url, remote.name)
-
-    def _open(self, url: str, what: str) -> BinaryIO:
-        request = urllib.request.Request(url, headers={"User-Agent": f"gemma-runtime/{__version__}"})
-        if self._token:
-            # Unredirected: _Redirects decides whether a redirect's target may see it.
-            request.add_unredirected_header("Authorization", f"Bearer {self._token}")
-        try:
-            response: BinaryIO = _OPENER.open(request, timeout=TIMEOUT_S)
-        except urllib.error.HTTPError as err:
-            with err:
-                raise self._refused(err, what) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            raise self._unreachable(err) from err
-        return response
-
-    def read(self, read: Callable[..., bytes], *args: int) -> bytes:
-        try:
-            return read(*args)
-        except (OSError, http.client.HTTPException) as err:
-            raise self._unreachable(err) from err
-
-    def _unreachable(self, err: Exception) -> SourceError:
-        reason = getattr(err, "reason", None) or err
-        return SourceError(
-            f"{self.ref}: cannot reach {self.endpoint}: {reason}: check the pod's network access to the "
-            "Hub (or HF_ENDPOINT); files already downloaded are kept for the next run"
-        )
 
     def _refused(self, err: urllib.error.HTTPError, what: str) -> SourceError:
         where = f"{self.ref}: {what}"
