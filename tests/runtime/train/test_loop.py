@@ -67,11 +67,11 @@ def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Pa
     )
     config = config.model_copy(update={"port": port})
     training = loop.Training(config, loop.Options(host="127.0.0.1", log_every=2, show_bar=False))
-    stop, outcome = loop.Stop(), {}
+    stop, outcome = loop.Stop(), dict[str, Any]()
     thread = threading.Thread(target=lambda: outcome.setdefault("result", training.run(stop)))
     thread.start()
     try:
-        deadline, progress = time.monotonic() + 120, {}
+        deadline, progress = time.monotonic() + 120, dict[str, Any]()
         while not (progress.get("last_checkpoint") and progress.get("tokens_per_second")):
             assert time.monotonic() < deadline, progress
             time.sleep(0.2)

@@ -32,7 +32,8 @@ def _run(
     model = Transformer(tiny_config(generation), rngs=nnx.Rngs(0))
     model.remat = remat
     graphdef, params = nnx.split(model, nnx.Param)
-    settings, trainable, frozen = None, params, {}
+    settings, trainable = None, params
+    frozen: Any = {}
     if h.lora is not None:
         settings = lora.settings(params, h.lora.rank, h.lora.alpha)
         trainable, frozen = lora.init(params, settings, jax.random.key(1)), params
