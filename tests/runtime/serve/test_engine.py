@@ -1,7 +1,8 @@
 """The JAX engine under the scheduler: with requests arriving at random times, continuous batching with
-chunked prefill gives every request exactly the greedy tokens of decoding it alone (f32, a tiny model of
-each generation, prompts longer than the sliding window and than a chunk); steady state never recompiles;
-and rings on local layers shrink the KV cache by the reported amount."""
+chunked prefill (pieces of several prompts packed into one step) gives every request exactly the greedy
+tokens of decoding it alone (f32, a tiny model of each generation, prompts longer than the sliding window
+and than a chunk); steady state never recompiles; and rings on local layers shrink the KV cache by the
+reported amount."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ def test_continuous_batching_is_token_exact(generation: int) -> None:
     scheduler = Scheduler(engine, max_queued=100)
     rng = np.random.RandomState(generation)
     requests = []
-    for _ in range(7):
+    for n in range(7):
         prompt = rng.randint(4, 256, size=rng.randint(1, 30)).tolist()  # up to 2 chunks, past the window
-        requests.append((int(rng.randint(0, 25)), prompt, int(rng.randint(1, 14))))
+        arrival = 0 if n < 3 else int(rng.randint(0, 25))  # three at once: their prompts share steps
+        requests.append((arrival, prompt, int(rng.randint(1, 14))))
     sinks: list[Collect] = []
     step = 0
     while step < 400:

@@ -47,15 +47,28 @@ def test_prompt_chunks_ride_with_decode_steps_round_robin() -> None:
     scheduler.step()
     scheduler.submit(Request([50, 51, 52], 2, late))  # arrives during the long prefill
     _run(scheduler, [short, long, late])
-    chunks = [(r.chunk, r.decoding) for r in engine.steps]
-    assert chunks[0] == ((0, 2), [])
-    assert chunks[1] == ((1, 8), [0])  # a prompt chunk and a decode token in one step
-    assert chunks[2][0] == (2, 3)  # the late short prompt goes before the rest of the long one
-    assert [c for c, _ in chunks[3:7]] == [(1, 8)] * 4
+    chunks = [(r.chunks, r.decoding) for r in engine.steps]
+    assert chunks[0] == ([(0, 2)], [])
+    assert chunks[1] == ([(1, 8)], [0])  # a prompt chunk and a decode token in one step
+    assert chunks[2][0] == [(2, 3)]  # the late short prompt goes before the rest of the long one
+    assert [c for c, _ in chunks[3:7]] == [[(1, 8)]] * 4
     assert all(0 in decoding for _, decoding in chunks[1:20])  # decoding never paused
     assert long.tokens == [40, 41, 42]
     assert late.tokens == [53, 54]
     assert short.tokens == list(range(3, 33))
+
+
+def test_short_prompts_share_a_step_within_the_budget() -> None:
+    engine = FakeEngine(slots=4, max_prefill=16, max_segments=3)
+    scheduler = Scheduler(engine, max_queued=4)
+    sinks = [Collect() for _ in range(4)]
+    for n, sink in enumerate(sinks):
+        scheduler.submit(Request([10 * n + 1] * (5 + n), 2, sink))  # 5, 6, 7 and 8 tokens
+    _run(scheduler, sinks)
+    assert engine.steps[0].chunks == [(0, 5), (1, 6), (2, 5)]  # 16 tokens from three prompts
+    assert engine.steps[1].chunks == [(3, 8), (2, 2)]  # round-robin: the fourth, then the rest of the third
+    assert engine.steps[1].decoding == [0, 1]
+    assert [s.tokens for s in sinks] == [[2, 3], [12, 13], [22, 23], [32, 33]]
 
 
 def test_cancel_frees_the_slot_before_the_next_step() -> None:
@@ -70,7 +83,7 @@ def test_cancel_frees_the_slot_before_the_next_step() -> None:
     scheduler.cancel(first_request)
     scheduler.step()
     assert first.reason == "cancelled"
-    assert engine.steps[-1].chunk == (0, 1)  # the waiting request took the slot at once
+    assert engine.steps[-1].chunks == [(0, 1)]  # the waiting request took the slot at once
     _run(scheduler, [second])
     assert second.tokens == [8, 9]
 

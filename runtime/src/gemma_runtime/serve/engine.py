@@ -1,5 +1,6 @@
 """The decode engine: a preallocated KV cache with one slot per concurrent sequence, and one jitted step
-that generates a token for every decoding slot while prefilling one chunk of one prompt.
+that generates a token for every decoding slot while prefilling a chunk packed from up to
+``max_segments`` prompts.
 
 The interface is JetStream's, with prefill folded into the step so prompt chunks ride with the decode
 tokens: ``insert(slot)`` claims a slot for a new sequence, ``step(work)`` runs the model once and samples,
@@ -57,6 +58,7 @@ class ModelEngine:
         slots: int,
         max_len: int,
         max_prefill: int,
+        max_segments: int = 4,
         quantization: str = "none",
     ) -> None:
         config = model.config
@@ -64,6 +66,7 @@ class ModelEngine:
             raise ValueError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
         self.config = config
         self.slots, self.max_len, self.max_prefill = slots, max_len, max_prefill
+        self.max_segments = max(1, min(max_segments, slots))
         self.vocab_size = config.vocab_size
         self.dtype = model.dtype
         self.buckets = buckets(max_prefill)
@@ -86,32 +89,33 @@ class ModelEngine:
         itemsize = jnp.dtype(self.dtype).itemsize
         return kv_cache_bytes(self.config, self.slots, self.max_len, itemsize, ring)
 
-    def chunk_length(self, remaining: int) -> int:
-        return min(remaining, self.max_prefill)
-
     def insert(self, slot: int) -> None:
         self.cache = self._reset(self.cache, jnp.int32(slot))
 
     def step(self, work: StepWork) -> StepResult:
-        chunk = work.chunk
-        if chunk is None:
-            size, slot, last = 0, 0, 0
-            chunk_tokens = np.zeros((0,), np.int32)
-            chunk_positions = np.zeros((0,), np.int32)
-        else:
-            n = len(chunk.tokens)
-            size = next(b for b in self.buckets if b >= n)
-            slot, last = chunk.slot, n - 1
-            chunk_tokens = np.zeros((size,), np.int32)
-            chunk_tokens[:n] = chunk.tokens
-            chunk_positions = np.full((size,), -1, np.int32)
-            chunk_positions[:n] = np.arange(chunk.start, chunk.start + n)
+        p = self.max_segments
+        n = sum(len(chunk.tokens) for chunk in work.chunks)
+        size = next(b for b in self.buckets if b >= n) if n else 0
+        chunk_tokens = np.zeros(size, np.int32)
+        chunk_positions = np.full(size, -1, np.int32)
+        chunk_segments = np.zeros(size, np.int32)
+        segment_slots = np.zeros(p, np.int32)
+        last_rows = np.zeros(p, np.int32)
+        offset = 0
+        for index, chunk in enumerate(work.chunks):
+            end = offset + len(chunk.tokens)
+            chunk_tokens[offset:end] = chunk.tokens
+            chunk_positions[offset:end] = np.arange(chunk.start, chunk.start + len(chunk.tokens))
+            chunk_segments[offset:end] = index
+            segment_slots[index], last_rows[index] = chunk.slot, end - 1
+            offset = end
         tokens = StepTokens(
             jnp.asarray(work.tokens, jnp.int32),
             jnp.asarray(work.positions, jnp.int32),
             jnp.asarray(chunk_tokens),
             jnp.asarray(chunk_positions),
-            jnp.int32(slot),
+            jnp.asarray(chunk_segments),
+            jnp.asarray(segment_slots),
         )
         sampling = (
             jnp.asarray(work.temperature, jnp.float32),
@@ -124,13 +128,13 @@ class ModelEngine:
             weights=self.weights,
             cache=self.cache,
             tokens=tokens,
-            chunk_last=jnp.int32(last),
+            chunk_rows=jnp.asarray(last_rows),
             sampling=sampling,
         )
-        arrays = [np.array(a) for a in out]  # [B + 1, ...] each, writable copies
-        if chunk is not None:  # the chunk's row (index B) answers for its slot
+        arrays = [np.array(a) for a in out]  # [B + P, ...] each, writable copies
+        for index, chunk in enumerate(work.chunks):  # row B + i answers for segment i's slot
             for array in arrays:
-                array[chunk.slot] = array[self.slots]
+                array[chunk.slot] = array[self.slots + index]
         return StepResult(*(a[: self.slots] for a in arrays))
 
     def warm_up(self) -> float:
@@ -148,7 +152,7 @@ class ModelEngine:
         )
         self.step(idle)
         for size in self.buckets:
-            self.step(dataclasses.replace(idle, chunk=Chunk(0, [0] * size, 0, True)))
+            self.step(dataclasses.replace(idle, chunks=[Chunk(0, [0] * size, 0, True)]))
         for slot in range(self.slots):
             self.insert(slot)
         return time.monotonic() - started
@@ -166,16 +170,14 @@ def _step(
     weights: Weights,
     cache: list[LayerCache],
     tokens: StepTokens,
-    chunk_last: Array,
+    chunk_rows: Array,
     sampling: tuple[Array, Array, Array, Array, Array],
 ) -> tuple[tuple[Array, Array, Array, Array], list[LayerCache]]:
-    """Forward, then sample every row ([B + 1]: the slots, then the chunk's row, which uses its slot's
-    settings)."""
-    logits, cache = forward(
-        config, weights, cache, tokens, chunk_rows=chunk_last[None], dtype=dtype
-    )  # [B+1, V]
+    """Forward, then sample every row ([B + P]: the slots, then each segment's last token, which uses
+    its slot's settings)."""
+    logits, cache = forward(config, weights, cache, tokens, chunk_rows=chunk_rows, dtype=dtype)
     temperature, top_k, top_p, seeds, counters = (
-        jnp.concatenate([a, a[tokens.chunk_slot][None]]) for a in sampling
+        jnp.concatenate([a, a[tokens.segment_slots]]) for a in sampling
     )
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.PRNGKey(s), c))(seeds, counters)
     chosen, logprob = sample(logits, temperature, top_k, top_p, keys)

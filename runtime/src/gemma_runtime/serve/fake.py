@@ -1,9 +1,10 @@
 """A fake engine whose output can be checked by hand: every sequence counts up from its last prompt
 token, ``next = (previous + 1) % vocab_size``, with log-probability -1 (and alternatives -2, -3, ...).
 
-It keeps the real engine's contract (slots, chunk sizes, one step for every decoding slot plus one prompt
-chunk) and records each step, so scheduler and server tests can check batching without JAX. An optional
-delay per step stands in for the model's time.
+It keeps the real engine's contract (slots, a prompt budget per step shared by up to ``max_segments``
+prompts, one step for every decoding slot plus the prompt pieces) and records each step, so scheduler
+and server tests can check batching without JAX. An optional delay per step stands in for the model's
+time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gemma_runtime.serve.interface import TOP_LOGPROBS, StepResult, StepWork
 @dataclasses.dataclass
 class StepRecord:
     decoding: list[int]  # the slots that decoded
-    chunk: tuple[int, int] | None  # (slot, tokens) of the prompt chunk
+    chunks: list[tuple[int, int]]  # (slot, tokens) of each prompt piece
 
 
 class FakeEngine:
@@ -30,18 +31,17 @@ class FakeEngine:
         slots: int = 4,
         max_len: int = 512,
         max_prefill: int = 64,
+        max_segments: int = 1,
         vocab_size: int = 1024,
         step_delay: float = 0.0,
     ) -> None:
         self.slots, self.max_len, self.max_prefill, self.vocab_size = slots, max_len, max_prefill, vocab_size
+        self.max_segments = max_segments
         self.step_delay = step_delay
         self.steps: list[StepRecord] = []
         self.inserted: list[int] = []
         self._last = np.zeros(slots, np.int64)  # each slot's last prompt token, for its first output
         self._lock = threading.Lock()
-
-    def chunk_length(self, remaining: int) -> int:
-        return min(remaining, self.max_prefill)
 
     def insert(self, slot: int) -> None:
         with self._lock:
@@ -54,13 +54,12 @@ class FakeEngine:
         if self.step_delay:
             time.sleep(self.step_delay)
         previous = work.tokens.astype(np.int64)
-        chunk = work.chunk
-        if chunk is not None:
+        for chunk in work.chunks:
             previous[chunk.slot] = chunk.tokens[-1]
         tokens = ((previous + 1) % self.vocab_size).astype(np.int32)
         with self._lock:
             decoding = [int(s) for s in np.flatnonzero(work.positions >= 0)]
-            self.steps.append(StepRecord(decoding, (chunk.slot, len(chunk.tokens)) if chunk else None))
+            self.steps.append(StepRecord(decoding, [(c.slot, len(c.tokens)) for c in work.chunks]))
         top_tokens = (tokens[:, None] + np.arange(TOP_LOGPROBS)[None, :]) % self.vocab_size
         top_logprobs = -1.0 - np.arange(TOP_LOGPROBS, dtype=np.float32)[None, :].repeat(self.slots, 0)
         return StepResult(

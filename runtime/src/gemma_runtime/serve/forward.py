@@ -1,11 +1,14 @@
-"""One engine step as a pure function: every decode slot's next token and one chunk of one slot's prompt
-go through the model together, so the matrix products see ``B + C`` rows (on CPU a large M is what makes
-a matrix product fast; measured in shared/reference/cpu-perf.md). Only attention is split: decode rows
-attend over their own slot's cache, the prompt chunk over its slot's cache plus itself.
+"""One engine step as a pure function: every decode slot's next token and a chunk of prompt tokens go
+through the model together, so the matrix products see ``B + C`` rows (on CPU a large M is what makes a
+matrix product fast; measured in shared/reference/cpu-perf.md). The chunk packs pieces of up to P
+prompts (segments), so short prompts fill a step as well as one long one. Only attention is split:
+decode rows attend over their own slot's cache, each chunk token over its segment's slot's cache plus
+the earlier tokens of its segment.
 
-Shapes: B decode slots, C prompt-chunk tokens (a static bucket, 0 for a decode-only step), S cache slots
-of a layer (the full length for global layers, a window-sized ring for local ones), D/N/K/H/F/V as in
-the model. Positions of -1 mark padding and idle rows: their keys are never written, never attended.
+Shapes: B decode slots, C chunk tokens (a static bucket, 0 for a decode-only step), P segments, S cache
+slots of a layer (the full length for global layers, a window-sized ring for local ones), D/N/K/G/H/F/V
+as in the model (G query heads per KV head). Positions of -1 mark padding and idle rows: their keys are
+never written, never attended.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ Array = jax.Array
 class StepTokens(NamedTuple):
     decode_tokens: Array  # [B] int32, each slot's last sampled token
     decode_positions: Array  # [B] int32, its position; -1 for a slot not decoding this step
-    chunk_tokens: Array  # [C] int32, a slice of one prompt (padded)
+    chunk_tokens: Array  # [C] int32, slices of prompts one after another (padded)
     chunk_positions: Array  # [C] int32, -1 on padding
-    chunk_slot: Array  # [] int32, the slot the chunk belongs to
+    chunk_segments: Array  # [C] int32, which segment each token belongs to (0 on padding)
+    segment_slots: Array  # [P] int32, the slot of each segment (unused segments hold no token)
 
 
 def rms_norm(x: Array, scale: Array | None, eps: float) -> Array:
@@ -38,18 +42,6 @@ def rms_norm(x: Array, scale: Array | None, eps: float) -> Array:
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
     return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
-
-
-def _attend(config: TransformerConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """q [B, T, N, H], k/v [B, S, K, H], mask [B, T, S] -> [B, T, N, H] (grouped-query attention)."""
-    b, t, n, h = q.shape
-    kv = config.num_kv_heads
-    q = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, G, H]
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
-    logits = softcap(logits, config.attn_logit_softcap)
-    logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
-    return _weighted_values(probs, v).reshape(b, t, n, h)
 
 
 def _weighted_values(probs: Array, v: Array) -> Array:
@@ -102,18 +94,61 @@ def _write_rows(cache: LayerCache, k: Array, v: Array, positions: Array) -> Laye
     }
 
 
-def _write_chunk(cache: LayerCache, slot: Array, k: Array, v: Array, positions: Array) -> LayerCache:
-    """One slot stores a prompt chunk. k, v: [C, K, H]; positions [C]. A ring smaller than the chunk
-    keeps only the newest S positions (two chunk tokens must never race for one ring index)."""
+def _write_chunk(cache: LayerCache, k: Array, v: Array, step: StepTokens) -> LayerCache:
+    """Each chunk token stores its key at ring index ``position % S`` of its segment's slot. k, v:
+    [C, K, H]. A ring smaller than a segment keeps only the segment's newest S positions (two tokens must
+    never race for one ring index)."""
     slots = cache["k"].shape[1]
-    newest = jnp.max(positions)
-    keep = (positions >= 0) & (positions > newest - slots)
-    index = jnp.where(keep, positions % slots, slots)
+    positions, segments = step.chunk_positions, step.chunk_segments
+    owners = jnp.arange(step.segment_slots.shape[0])[:, None] == segments[None, :]  # [P, C]
+    newest = jnp.max(jnp.where(owners, positions[None, :], -1), axis=1)  # [P]
+    keep = (positions >= 0) & (positions > newest[segments] - slots)
+    index = jnp.where(keep, positions % slots, slots)  # out of range: dropped
+    rows = step.segment_slots[segments]  # [C]
     return {
-        "k": cache["k"].at[slot, index].set(k.astype(cache["k"].dtype), mode="drop"),
-        "v": cache["v"].at[slot, index].set(v.astype(cache["v"].dtype), mode="drop"),
-        "pos": cache["pos"].at[slot, index].set(positions, mode="drop"),
+        "k": cache["k"].at[rows, index].set(k.astype(cache["k"].dtype), mode="drop"),
+        "v": cache["v"].at[rows, index].set(v.astype(cache["v"].dtype), mode="drop"),
+        "pos": cache["pos"].at[rows, index].set(positions, mode="drop"),
     }
+
+
+def _attend_chunk(
+    config: TransformerConfig,
+    q: Array,
+    k: Array,
+    v: Array,
+    cache: LayerCache,
+    *,
+    step: StepTokens,
+    window: int | None,
+) -> Array:
+    """Chunk attention: each token over its segment's slot's cache and the segment's tokens up to
+    itself, normalised together. q [C, N, H]; k, v [C, K, H] -> [C, N, H]."""
+    c, n, h = q.shape
+    kv = config.num_kv_heads
+    q = q.reshape(c, kv, n // kv, h)  # [C, K, G, H]
+    slots, segments, positions = step.segment_slots, step.chunk_segments, step.chunk_positions
+    p = slots.shape[0]
+    rows_k = cache["k"][slots].astype(q.dtype)  # [P, S, K, H]
+    rows_v = cache["v"][slots].astype(v.dtype)
+    rows_pos = cache["pos"][slots]  # [P, S]
+    s = rows_pos.shape[1]
+    cached = jnp.einsum("CKGH,PSKH->CKGPS", q, rows_k, preferred_element_type=jnp.float32)
+    own = jnp.einsum("CKGH,DKH->CKGD", q, k, preferred_element_type=jnp.float32)  # D: the chunk again
+    mine = segments[:, None] == jnp.arange(p)[None, :]  # [C, P]
+    cache_mask = attention_mask(positions[:, None], rows_pos.reshape(1, p * s), window, None, None)[:, 0]
+    cache_mask &= jnp.repeat(mine, s, axis=1)  # [C, P * S]
+    chunk_mask = attention_mask(positions[None], positions[None], window, None, None)[0]  # [C, C]
+    chunk_mask &= segments[:, None] == segments[None, :]
+    logits = jnp.concatenate([cached.reshape(c, kv, n // kv, p * s), own], axis=-1)
+    logits = softcap(logits, config.attn_logit_softcap)
+    mask = jnp.concatenate([cache_mask, chunk_mask], axis=-1)  # [C, P * S + C]
+    logits = jnp.where(mask[:, None, None, :], logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [C, K, G, P * S + C]
+    from_cache = probs[..., : p * s].reshape(c, kv, n // kv, p, s)
+    out = jnp.einsum("CKGPS,PSKH->CKGH", from_cache, rows_v)
+    out = out + jnp.einsum("CKGD,DKH->CKGH", probs[..., p * s :], v)
+    return out.reshape(c, n, h)
 
 
 def _layer(
@@ -141,25 +176,17 @@ def _layer(
     q = apply_rope(q, positions, base=base, scale=scale) * jnp.asarray(config.query_scale, x.dtype)
     k = apply_rope(k, positions, base=base, scale=scale)
     window = config.sliding_window if local else None
-    dtype = x.dtype
 
     # Decode rows: one query per slot over that slot's cache plus its own new key.
     qd, kd, vd = q[0, :b, None], k[0, :b, None], v[0, :b, None]  # [B, 1, *, H]
     out_decode = _attend_decode(config, qd, kd, vd, cache, positions=step.decode_positions, window=window)
 
-    # The prompt chunk: C queries over its slot's cache row plus the chunk itself.
     outs = [out_decode[:, 0]]  # [B, N, H]
     new_cache = _write_rows(cache, kd, vd, step.decode_positions)
     if step.chunk_tokens.shape[0]:
-        qc, kc, vc = q[:, b:], k[:, b:], v[:, b:]  # [1, C, *, H]
-        cpos = step.chunk_positions[None]  # [1, C]
-        row = {name: jax.lax.dynamic_index_in_dim(cache[name], step.chunk_slot, 0) for name in cache}  # type: ignore[literal-required]
-        keys = jnp.concatenate([row["k"].astype(dtype), kc], axis=1)  # [1, S + C, K, H]
-        values = jnp.concatenate([row["v"].astype(dtype), vc], axis=1)
-        key_pos = jnp.concatenate([row["pos"], cpos], axis=1)  # [1, S + C]
-        out_chunk = _attend(config, qc, keys, values, attention_mask(cpos, key_pos, window, None, None))
-        outs.append(out_chunk[0])  # [C, N, H]
-        new_cache = _write_chunk(new_cache, step.chunk_slot, kc[0], vc[0], step.chunk_positions)
+        qc, kc, vc = q[0, b:], k[0, b:], v[0, b:]  # [C, *, H]
+        outs.append(_attend_chunk(config, qc, kc, vc, cache, step=step, window=window))  # [C, N, H]
+        new_cache = _write_chunk(new_cache, kc, vc, step)
 
     attn = jnp.concatenate(outs, axis=0).reshape(1, t, n * hd)  # [1, B + C, N*H]
     attn = project(attn, w["o"], "BTE,ED->BTD")
@@ -181,8 +208,8 @@ def forward(
     dtype: jnp.dtype,
 ) -> tuple[Array, list[LayerCache]]:
     """Logits [B + R, V] (f32): one row per decode slot, then the chunk's rows at indices ``chunk_rows``
-    [R] (the engine asks for the last real prompt token only; a decode-only step repeats the last decode
-    row), and the updated cache."""
+    [R] (the engine asks for each segment's last token; a decode-only step repeats the last decode row),
+    and the updated cache."""
     tokens = jnp.concatenate([step.decode_tokens, step.chunk_tokens])[None]  # [1, B + C]
     x = embed(weights.embedding, tokens, dtype)
     x = x * jnp.asarray(config.embed_dim**0.5, dtype)  # [1, B + C, D]

@@ -26,7 +26,9 @@ class Chunk:
 class StepWork:
     """Host-side inputs of one step, per slot ([B] arrays): the token to feed and its position (-1 = the
     slot does not decode this step), and the slot's sampling settings; plus at most one prompt chunk.
-    ``counters`` number each sequence's draws, so a seeded request draws the same tokens in any batch."""
+    ``counters`` number each sequence's draws, so a seeded request draws the same tokens in any batch.
+    The prompt chunks (at most ``Engine.max_segments``, of different slots) hold at most
+    ``Engine.max_prefill`` tokens together."""
 
     tokens: np.ndarray  # [B] int32
     positions: np.ndarray  # [B] int32
@@ -35,7 +37,7 @@ class StepWork:
     top_p: np.ndarray  # [B] float32
     seeds: np.ndarray  # [B] uint32
     counters: np.ndarray  # [B] int32
-    chunk: Chunk | None = None
+    chunks: list[Chunk] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -54,7 +56,8 @@ class Engine(Protocol):
 
     slots: int
     max_len: int
-    max_prefill: int
+    max_prefill: int  # prompt tokens per step
+    max_segments: int  # prompts whose pieces may share a step
     vocab_size: int
 
     def insert(self, slot: int) -> None:
@@ -62,6 +65,3 @@ class Engine(Protocol):
 
     def step(self, work: StepWork) -> StepResult:
         """Run one step and return the sampled tokens."""
-
-    def chunk_length(self, remaining: int) -> int:
-        """How many prompt tokens the next chunk of a prompt with ``remaining`` tokens holds."""

@@ -29,7 +29,8 @@ def sequence_logits(
         jnp.full((1,), -1, jnp.int32),  # the one decode row idles
         jnp.asarray(tokens, jnp.int32),
         jnp.arange(length, dtype=jnp.int32),
-        jnp.int32(0),
+        jnp.zeros((length,), jnp.int32),  # one segment
+        jnp.zeros((1,), jnp.int32),  # in slot 0
     )
     rows = jnp.arange(length, dtype=jnp.int32)
     logits, _ = _forward(config, weights, cache, step, chunk_rows=rows, dtype=dtype)

@@ -1,8 +1,9 @@
 """Continuous batching on the host: admit waiting requests into free slots between engine steps, retire
-finished ones at once, and feed every step with all decoding slots plus one prompt chunk.
+finished ones at once, and feed every step with all decoding slots plus a chunk of prompt tokens.
 
-Fairness: admission is first come, first served; prompt chunks go round-robin over the slots still
-prefilling, so a long prompt is cut into chunks and never holds up a short one for more than a chunk,
+Fairness: admission is first come, first served; a step's prompt budget (``max_prefill`` tokens, from at
+most ``max_segments`` prompts) goes round-robin over the slots still prefilling, so a long prompt is cut
+into pieces and never holds up a short one for more than a step,
 and decoding slots advance every step whatever is being prefilled. Nothing here touches JAX: the engine
 does the arithmetic, the scheduler only updates host state (JetStream's rule).
 
@@ -192,7 +193,7 @@ class Scheduler:
         self.step_seconds = 0.9 * self.step_seconds + 0.1 * seconds
         generated = self._deliver(work, result)
         if self.observer is not None:
-            prompt_tokens = len(work.chunk.tokens) if work.chunk else 0
+            prompt_tokens = sum(len(chunk.tokens) for chunk in work.chunks)
             self.observer.step(generated, prompt_tokens, seconds)
 
     def _drop_cancelled(self) -> None:
@@ -234,36 +235,43 @@ class Scheduler:
             counters[index] = active.request.generated
             if active.decoding:
                 tokens[index], positions[index] = active.next_token, active.next_position
-        chunk = self._next_chunk()
-        if chunk is None and not (positions >= 0).any():
+        chunks = self._next_chunks()
+        if not chunks and not (positions >= 0).any():
             return None
         return StepWork(
-            tokens, positions, self._temperature, self._top_k, self._top_p, self._seed, counters, chunk
+            tokens, positions, self._temperature, self._top_k, self._top_p, self._seed, counters, chunks
         )
 
-    def _next_chunk(self) -> Chunk | None:
-        """The next piece of a prompt, taking prefilling slots in turn."""
-        b = self.engine.slots
+    def _next_chunks(self) -> list[Chunk]:
+        """Pieces of prompts for this step, taking prefilling slots in turn until the budget is spent."""
+        b, budget = self.engine.slots, self.engine.max_prefill
+        chunks: list[Chunk] = []
+        start = self._next_prefill
         for offset in range(b):
-            index = (self._next_prefill + offset) % b
+            if budget == 0 or len(chunks) == self.engine.max_segments:
+                break
+            index = (start + offset) % b
             active = self.slots[index]
             if active is None or active.decoding:
                 continue
             prompt, done = active.request.prompt, active.prefilled
-            size = self.engine.chunk_length(len(prompt) - done)
+            size = min(len(prompt) - done, budget)
+            budget -= size
             self._next_prefill = index + 1
-            return Chunk(index, prompt[done : done + size], done, done + size == len(prompt))
-        return None
+            chunks.append(Chunk(index, prompt[done : done + size], done, done + size == len(prompt)))
+        return chunks
 
     def _deliver(self, work: StepWork, result: StepResult) -> int:
         """Hand each sampled token to its request; returns how many tokens were generated."""
         generated = 0
+        chunks = {chunk.slot: chunk for chunk in work.chunks}
         for index, active in enumerate(self.slots):
             if active is None:
                 continue
-            if work.chunk is not None and work.chunk.slot == index:
-                active.prefilled += len(work.chunk.tokens)
-                if not work.chunk.last:
+            chunk = chunks.get(index)
+            if chunk is not None:
+                active.prefilled += len(chunk.tokens)
+                if not chunk.last:
                     continue
                 active.next_position = active.prefilled
             elif not active.decoding or work.positions[index] < 0:
