@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from gemma_runtime.serve.fake import FakeEngine
+from gemma_runtime.serve.interface import StepResult, StepWork
 from gemma_runtime.serve.server import create_app
 from gemma_runtime.tokenizer import Tokenizer
 from tests.runtime.serve.helpers import fake_service
@@ -218,3 +220,25 @@ def test_not_ready_until_the_engine_is_loaded() -> None:
         gate.set()
         assert service.wait_ready(10)
         assert client.get("/readyz").status_code == 200
+
+
+class _Broken(FakeEngine):
+    def step(self, work: StepWork) -> StepResult:
+        if any(chunk.tokens[-1] == 666 for chunk in work.chunks):
+            raise RuntimeError("device lost")
+        return super().step(work)
+
+
+def test_an_engine_failure_ends_requests_and_fails_liveness() -> None:
+    service, _ = fake_service()
+    engine = _Broken()
+    service._load = lambda: engine
+    with TestClient(create_app(service)) as client:
+        assert service.wait_ready(10)
+        response = client.post("/v1/completions", json={"model": "tiny", "prompt": [666], "max_tokens": 3})
+        assert response.status_code == 500
+        assert response.json()["error"]["type"] == "server_error"
+        assert client.get("/healthz").status_code == 503
+        assert client.get("/readyz").status_code == 503
+        after = client.post("/v1/completions", json={"model": "tiny", "prompt": [5], "max_tokens": 3})
+        assert after.status_code == 503

@@ -60,7 +60,7 @@ class Observer(Protocol):
 @dataclasses.dataclass(eq=False)
 class Request:
     """One generation. Finish reasons: "stop" (stop token or string), "length" (max_tokens),
-    "cancelled" (client gone or server stopping)."""
+    "cancelled" (client gone or server stopping), "error" (the engine failed)."""
 
     prompt: list[int]
     max_tokens: int
@@ -161,15 +161,22 @@ class Scheduler:
     # -- the engine thread -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Step until ``stop``; sleeps while there is nothing to do."""
-        while True:
+        """Step until ``stop``; sleeps while there is nothing to do. If the engine fails, every request
+        finishes with "error" (no client waits forever) and the exception propagates."""
+        try:
+            while True:
+                with self._wake:
+                    while not self._stopping and not self._cancelled and self._idle():
+                        self._wake.wait()
+                    if self._stopping:
+                        break
+                self.step()
+        except BaseException:
             with self._wake:
-                while not self._stopping and not self._cancelled and self._idle():
-                    self._wake.wait()
-                if self._stopping:
-                    break
-            self.step()
-        self._cancel_all()
+                self._stopping = True  # refuse new requests from now on
+            self._cancel_all("error")
+            raise
+        self._cancel_all("cancelled")
 
     def stop(self) -> None:
         """Stop the loop; every request still waiting or running finishes as "cancelled"."""
@@ -317,11 +324,11 @@ class Scheduler:
             if self.observer is not None:
                 self.observer.finished(request)
 
-    def _cancel_all(self) -> None:
+    def _cancel_all(self, reason: str) -> None:
         for index, active in enumerate(self.slots):
             if active is not None:
-                self._retire(index, "cancelled")
+                self._retire(index, reason)
         with self._wake:
             waiting, self.waiting = list(self.waiting), collections.deque()
         for request in waiting:
-            self._finish(request, "cancelled")
+            self._finish(request, reason)

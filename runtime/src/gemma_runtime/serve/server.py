@@ -154,6 +154,8 @@ def _check_model(service: Service, model: str) -> None:
             param="model",
             code="model_not_found",
         )
+    if not service.alive:
+        raise ClientError(f"the engine failed: {service.error}", status=503)
     if not service.ready:
         raise ClientError(
             "the model is still loading; retry shortly", status=503, headers={"Retry-After": "5"}
@@ -326,6 +328,8 @@ async def _respond(
         return Response(status_code=499)
     if finished.reason == "cancelled":
         raise ClientError("the server is shutting down", status=503, headers={"Retry-After": "5"})
+    if finished.reason == "error":
+        raise ClientError("the engine failed; see the server log", status=500)
     text = "".join(t.text for t in tokens) + finished.text
     choice = fmt.choice(text, tokens, api.finish_reason(finished.reason), 0)
     usage = api.usage(finished.prompt_tokens, finished.completion_tokens)
