@@ -23,10 +23,11 @@ def _compiled(engine: ModelEngine) -> int:
     return int(engine._step._cache_size())  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("segments", [1, 3])
 @pytest.mark.parametrize("generation", [1, 2, 3])
-def test_continuous_batching_is_token_exact(generation: int) -> None:
+def test_continuous_batching_is_token_exact(generation: int, segments: int) -> None:
     model = varied_model(tiny_config(generation), seed=generation)
-    engine = ModelEngine(model, slots=3, max_len=MAX_LEN, max_prefill=16)
+    engine = ModelEngine(model, slots=3, max_len=MAX_LEN, max_prefill=16, max_segments=segments)
     scheduler = Scheduler(engine, max_queued=100)
     rng = np.random.RandomState(generation)
     requests = []
