@@ -52,33 +52,22 @@ def _weighted_values(probs: Array, v: Array) -> Array:
 
 
 def _attend_decode(
-    config: TransformerConfig,
-    q: Array,
-    k: Array,
-    v: Array,
-    cache: LayerCache,
-    *,
-    positions: Array,
-    window: int | None,
+    config: TransformerConfig, q: Array, cache: LayerCache, *, positions: Array, window: int | None
 ) -> Array:
-    """Decode attention without copying the cache: scores against the cache [B, S] and against the
-    row's own new key are normalised together. q [B, 1, N, H]; k, v [B, 1, K, H] -> [B, 1, N, H]."""
+    """Decode attention over a cache that already holds each row's new key (written first: a single
+    token's ring slot held a position that has left the window, so nothing attended is lost, and the
+    cache is updated in place instead of copied). q [B, 1, N, H] -> [B, 1, N, H]."""
     b, _, n, h = q.shape
     kv = config.num_kv_heads
     q = q.reshape(b, 1, kv, n // kv, h)  # [B, 1, K, G, H]
-    dpos = positions[:, None]  # [B, 1]
-    cached = jnp.einsum(
+    logits = jnp.einsum(
         "BTKGH,BSKH->BKGTS", q, cache["k"].astype(q.dtype), preferred_element_type=jnp.float32
     )
-    own = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)  # [B, K, G, 1, 1]
-    logits = softcap(jnp.concatenate([cached, own], axis=-1), config.attn_logit_softcap)
-    key_pos = jnp.concatenate([cache["pos"], dpos], axis=1)  # [B, S + 1]
-    mask = attention_mask(dpos, key_pos, window, None, None)  # [B, 1, S + 1]
+    logits = softcap(logits, config.attn_logit_softcap)
+    mask = attention_mask(positions[:, None], cache["pos"], window, None, None)  # [B, 1, S]
     logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, 1, S + 1]
-    out = _weighted_values(probs[..., :-1], cache["v"].astype(v.dtype))
-    out = out + _weighted_values(probs[..., -1:], v)
-    return out.reshape(b, 1, n, h)
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)  # [B, K, G, 1, S]
+    return _weighted_values(probs, cache["v"].astype(q.dtype)).reshape(b, 1, n, h)
 
 
 def _write_rows(cache: LayerCache, k: Array, v: Array, positions: Array) -> LayerCache:
@@ -177,16 +166,16 @@ def _layer(
     k = apply_rope(k, positions, base=base, scale=scale)
     window = config.sliding_window if local else None
 
-    # Decode rows: one query per slot over that slot's cache plus its own new key.
+    # Decode rows: each slot stores its new key, then its one query attends over its cache row.
     qd, kd, vd = q[0, :b, None], k[0, :b, None], v[0, :b, None]  # [B, 1, *, H]
-    out_decode = _attend_decode(config, qd, kd, vd, cache, positions=step.decode_positions, window=window)
-
-    outs = [out_decode[:, 0]]  # [B, N, H]
-    new_cache = _write_rows(cache, kd, vd, step.decode_positions)
+    cache = _write_rows(cache, kd, vd, step.decode_positions)
+    outs = [_attend_decode(config, qd, cache, positions=step.decode_positions, window=window)[:, 0]]
     if step.chunk_tokens.shape[0]:
+        # Chunk slots are not decoding, so their rows are as before. A chunk may be longer than a ring:
+        # it attends first and is written after.
         qc, kc, vc = q[0, b:], k[0, b:], v[0, b:]  # [C, *, H]
         outs.append(_attend_chunk(config, qc, kc, vc, cache, step=step, window=window))  # [C, N, H]
-        new_cache = _write_chunk(new_cache, kc, vc, step)
+        cache = _write_chunk(cache, kc, vc, step)
 
     attn = jnp.concatenate(outs, axis=0).reshape(1, t, n * hd)  # [1, B + C, N*H]
     attn = project(attn, w["o"], "BTE,ED->BTD")
@@ -195,7 +184,7 @@ def _layer(
     gate = project(h, w["gate"], "BTD,DF->BTF")
     up = project(h, w["up"], "BTD,DF->BTF")
     ffw = project(jax.nn.gelu(gate, approximate=True) * up, w["down"], "BTF,FD->BTD")
-    return x + rms_norm(ffw, w["post_ffw_norm"], config.norm_eps), new_cache
+    return x + rms_norm(ffw, w["post_ffw_norm"], config.norm_eps), cache
 
 
 def forward(
