@@ -106,10 +106,17 @@ def running_server(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
 
 
 def fake_service(
-    *, slots: int = 4, max_len: int = 256, max_queued: int = 8, step_delay: float = 0.0
+    *,
+    slots: int = 4,
+    max_len: int = 256,
+    max_queued: int = 8,
+    step_delay: float = 0.0,
+    vocab_size: int = 1024,
 ) -> tuple[Service, FakeEngine]:
     """A service over the fake engine and the packaged tiny tokenizer, model id "tiny"."""
-    engine = FakeEngine(slots=slots, max_len=max_len, max_prefill=32, step_delay=step_delay)
+    engine = FakeEngine(
+        slots=slots, max_len=max_len, max_prefill=32, step_delay=step_delay, vocab_size=vocab_size
+    )
     service = Service(
         model_name="tiny",
         tokenizer=Tokenizer.tiny(),

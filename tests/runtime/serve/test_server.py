@@ -242,3 +242,15 @@ def test_an_engine_failure_ends_requests_and_fails_liveness() -> None:
         assert client.get("/readyz").status_code == 503
         after = client.post("/v1/completions", json={"model": "tiny", "prompt": [5], "max_tokens": 3})
         assert after.status_code == 503
+
+
+def test_ids_past_the_tokenizer_have_no_text() -> None:
+    service, _ = fake_service(vocab_size=2048)  # a padded embedding table, as Gemma's
+    with TestClient(create_app(service)) as client:
+        assert service.wait_ready(10)
+        body = {"model": "tiny", "prompt": [1022], "max_tokens": 3, "logprobs": 1}
+        response = client.post("/v1/completions", json=body)
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        assert choice["text"] == TOKENIZER.decode([1023])  # 1024 and 1025 have no piece
+        assert choice["logprobs"]["tokens"] == [TOKENIZER.decode([1023]), "", ""]

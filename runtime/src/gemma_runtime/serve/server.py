@@ -219,7 +219,7 @@ class _CompletionFormat:
     def _logprobs(self, tokens: list[Token], offset: int) -> dict[str, Any] | None:
         if self.logprobs is None:
             return None
-        decode = self.service.tokenizer.decode
+        decode = self.service.decode
         offsets, position = [], offset
         for token in tokens:
             offsets.append(position)
@@ -265,7 +265,7 @@ class _ChatFormat(_CompletionFormat):
     def _logprobs(self, tokens: list[Token], offset: int) -> dict[str, Any] | None:
         if self.logprobs is None:
             return None
-        decode = self.service.tokenizer.decode
+        decode = self.service.decode
 
         def entry(token_id: int, logprob: float) -> dict[str, Any]:
             text = decode([token_id])

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from gemma_runtime.serve.interface import Engine
 from gemma_runtime.serve.metrics import ServeMetrics
@@ -156,11 +156,17 @@ class Service:
         scheduler = self.scheduler
         if scheduler is None:
             raise RuntimeError("the engine is not loaded yet")
-        sink = _Sink(asyncio.get_running_loop(), TextStream(self.tokenizer.decode, stop), len(prompt))
+        sink = _Sink(asyncio.get_running_loop(), TextStream(self.decode, stop), len(prompt))
         request = Request(prompt, max_tokens, sink, sampling, stop_tokens)
         sink.request = request
         scheduler.submit(request)
         return request, _events(sink.queue)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        # A model's embedding may have more rows than the tokenizer has pieces (Gemma pads its table);
+        # an id past the tokenizer has no text.
+        size = self.tokenizer.vocab_size
+        return self.tokenizer.decode([i for i in ids if 0 <= i < size])
 
     def cancel(self, request: Request) -> None:
         if self.scheduler is not None:
