@@ -254,3 +254,26 @@ def test_ids_past_the_tokenizer_have_no_text() -> None:
         choice = response.json()["choices"][0]
         assert choice["text"] == TOKENIZER.decode([1023])  # 1024 and 1025 have no piece
         assert choice["logprobs"]["tokens"] == [TOKENIZER.decode([1023]), "", ""]
+
+
+def test_stopping_while_loading_returns_at_once() -> None:
+    import threading
+    import time
+
+    gate = threading.Event()
+
+    def load() -> FakeEngine:
+        gate.wait(10)
+        return FakeEngine()
+
+    service, _ = fake_service()
+    service._load = load
+    started = time.monotonic()
+    with TestClient(create_app(service)) as client:
+        assert client.get("/readyz").status_code == 503
+    assert time.monotonic() - started < 5  # the shutdown did not wait for the load
+    gate.set()
+    assert service._thread is not None
+    service._thread.join(10)
+    assert not service._thread.is_alive()
+    assert service.scheduler is None  # it never started serving

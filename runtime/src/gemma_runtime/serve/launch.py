@@ -8,7 +8,9 @@ the engine thread.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 
 import jax
@@ -107,4 +109,12 @@ def serve(config: ServeConfig) -> None:
     # place that second delivery does nothing, so a graceful stop exits 0 instead of dying by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: log.info("stopped"))
-    server.run()
+    try:
+        server.run()
+    except SystemExit as stop:  # uvicorn could not start, e.g. the port is taken
+        # The engine thread may be inside a compile; finalizing the interpreter under it aborts the
+        # process (SIGABRT) instead of exiting with uvicorn's code.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.code if isinstance(stop.code, int) else 1)

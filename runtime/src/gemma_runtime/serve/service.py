@@ -95,6 +95,7 @@ class Service:
         self.error: str | None = None
         self._load = load
         self._ready = threading.Event()
+        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _queue_figures(self) -> tuple[int, int]:
@@ -126,6 +127,8 @@ class Service:
         try:
             started = time.monotonic()
             engine = self._load()
+            if self._stopped.is_set():  # the server stopped while the weights were loading
+                return
             scheduler = Scheduler(engine, max_queued=self.max_queued, observer=self.metrics)
             self.scheduler = scheduler
             log.info("engine ready in %.1f s (%d slots)", time.monotonic() - started, engine.slots)
@@ -136,11 +139,13 @@ class Service:
             self.error = f"{type(err).__name__}: {err}"
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Cancel what is still running and end the engine thread."""
+        """Cancel what is still running and end the engine thread. A load still in progress is not
+        waited for (a compile cannot be interrupted; the thread is a daemon and never starts serving)."""
+        self._stopped.set()
         if self.scheduler is not None:
             self.scheduler.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+            if self._thread is not None:
+                self._thread.join(timeout)
 
     def generate(
         self,
