@@ -10,6 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+BENCH_SERVE_ARGS ?=
 
 ##@ General
 
@@ -83,8 +84,10 @@ demo: cluster-binaries ## Run the main job on the local control plane (grows wit
 	$(PY) -m tests.cluster.harness demo
 
 .PHONY: bench
-bench: cluster-binaries ## Benchmarks into bench/report.md (today: the operator; serving and training land with issue 12).
+bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving and training (BENCH_SERVE_ARGS=--quick for a short serving run).
 	$(PY) -m tests.bench.operator_bench --servers 200 --total 1000 --output bench/operator.json
+	$(PY) -m tests.bench.train_bench --output bench/train.json
+	$(PY) -m tests.bench.serve_bench $(BENCH_SERVE_ARGS) --output bench/serve.json
 	$(PY) -m tests.bench.report
 
 ##@ Images and deployment

@@ -68,6 +68,43 @@ def train_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def serve_section(r: dict[str, Any]) -> list[str]:
+    plan, m, off, b1 = r["plan"], r["machine"], r["offline"], r["batch1_decode"]
+    quick = " (the `--quick` plan)" if r.get("quick") else ""
+    return [
+        "## Serving",
+        "",
+        f"`{r['model']}` f32 on CPU{quick}: {plan['requests']} requests, prompt lengths "
+        f"{plan['prompt_lengths'][0]}-{plan['prompt_lengths'][1]}, output lengths "
+        f"{plan['output_lengths'][0]}-{plan['output_lengths'][1]} (seeded), max batch {plan['batch']}; "
+        "transformers "
+        f"{r['versions']['transformers']} `generate` runs static batches in arrival order on the same "
+        "weights. "
+        f"Measured in the same run: peak {m['peak_gflops']:.0f} GFLOP/s (large f32 matrix product), "
+        f"read bandwidth {m['bandwidth_gbps']:.1f} GB/s (large matrix-vector product).",
+        "",
+        "| | useful tokens/s | of the compute roofline |",
+        "| --- | --- | --- |",
+        "| gemma-runtime (continuous batching, chunked prefill) | "
+        f"{off['ours']['useful_tokens_per_second']:.1f} | {off['ours']['roofline_fraction']:.0%} |",
+        f"| transformers `generate` | {off['hf']['useful_tokens_per_second']:.1f} | |",
+        "",
+        f"Ratio: {off['speedup']:.2f}x. Batch-1 decode: f32 {b1['none']['tokens_per_second']:.1f} tokens/s "
+        f"({b1['none']['roofline_fraction']:.0%} of the bandwidth roofline), int8 "
+        f"{b1['int8']['tokens_per_second']:.1f} tokens/s, transformers f32 "
+        f"{b1['hf_f32_tokens_per_second']:.1f}.",
+        "",
+        "| request rate (req/s) | TTFT p50 (s) | TTFT p99 (s) | TPOT p50 (s) | TPOT p99 (s) |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {x['rate_rps']:.2f} | {x['ttft_p50_s']:.2f} | {x['ttft_p99_s']:.2f} | {x['tpot_p50_s']:.3f} "
+            f"| {x['tpot_p99_s']:.3f} |"
+            for x in r["latency_at_rates"]
+        ),
+        "",
+    ]
+
+
 def main() -> int:
     lines = [
         "# Benchmark report",
@@ -79,6 +116,9 @@ def main() -> int:
     operator = OUT / "operator.json"
     if operator.exists():
         lines += operator_section(json.loads(operator.read_text()))
+    serve = OUT / "serve.json"
+    if serve.exists():
+        lines += serve_section(json.loads(serve.read_text()))
     train = OUT / "train.json"
     if train.exists():
         lines += train_section(json.loads(train.read_text()))

@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path("bench/train.json"))
     parser.add_argument("--steps", type=int, default=6, help="timed steps per side, plus one warm-up")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
     steps = args.steps + 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +90,7 @@ def main() -> int:
         "peak_flops_jax_matmul": peak, "peak_flops_torch_matmul": float(hf["torch_peak_flops"]),
         "ours_tokens_per_second": ours_tps, "hf_tokens_per_second": hf_tps, "speedup": ours_tps / hf_tps,
         "ours_mfu": ours_tps * per_token / peak, "hf_mfu": hf_tps * per_token / peak,
+        "ours_step_tokens_per_second": our_rates, "hf_step_tokens_per_second": hf_rates,
         "ours_losses": [r["loss"] for r in result["records"]], "hf_losses": hf["losses"].tolist(),
         "hf_versions": hf["versions"].tolist(),
     }  # fmt: skip
