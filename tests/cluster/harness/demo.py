@@ -1,16 +1,25 @@
 """`make demo`: the local control plane with fake GKE TPU and CPU node pools, the CRDs, and the real
 operator process; then manifests/gemma-server.yaml, the tiny CPU server and a tiny training, converging
-live in `kubectl get gemma`. Later issues add a real `gemma-runtime serve` answering a completion and a
-real `gemma-runtime train` reporting progress."""
+live in `kubectl get gemma`. The tiny server's pod gets a real `gemma-runtime serve` on its IP, which
+answers a completion through the OpenAI-compatible API at the end; the tiny training's pod gets a real
+`gemma-runtime train`, whose progress the operator copies into `kubectl get gemmatrainings`."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
+import urllib.request
+from pathlib import Path
+from typing import Any
 
+from gemma_runtime.train.command import sample_data
 from tests.api_cases import REPO, load, merge, sample
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.runtime import RuntimeProcess, rendered_config
+from tests.cluster.harness.wait import wait_for
 
 POOL_COLUMNS = ",".join(
     [
@@ -26,15 +35,60 @@ def _banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def _watch(cluster: LocalCluster, done: list[tuple[str, str, str]], timeout: float = 120) -> None:
+def _pod_ip(cluster: LocalCluster, label: str) -> str:
+    def probe() -> str | None:
+        pods = json.loads(cluster.kubectl("get", "pods", "-l", label, "-o", "json"))["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+        return str(running[0]["status"]["podIP"]) if running else None
+
+    return wait_for(probe, 120, f"a running pod labelled {label}")
+
+
+def _start_runtimes(cluster: LocalCluster, workdir: Path) -> list[RuntimeProcess]:
+    """Real runtimes for the tiny server's and the tiny training's pods (on their loopback pod IPs)."""
+    server_ip = _pod_ip(cluster, "gemma.ai/server=tiny")
+    serve = rendered_config(cluster, "gemma.ai/server=tiny")
+    server = RuntimeProcess("serve", {**serve, "host": server_ip}, workdir)
+    print(f"gemma-runtime serve on the tiny server's pod IP {server_ip}:{serve['port']} (log {server.log})")
+    train_ip = _pod_ip(cluster, "gemma.ai/training=tiny-train")
+    train = rendered_config(cluster, "gemma.ai/training=tiny-train")
+    # The image's sample text and checkpoint folder, as paths of this machine.
+    train["data"] = {**train["data"], "path": str(sample_data())}
+    train["checkpoints"] = {**train["checkpoints"], "directory": str(workdir / "checkpoints")}
+    trainer = RuntimeProcess("train", {**train, "host": train_ip}, workdir)
+    print(f"gemma-runtime train on the tiny training's pod IP {train_ip}:{train['port']} (log {trainer.log})")
+    return [server, trainer]
+
+
+def _complete(host: str, port: int, model: str) -> dict[str, Any]:
+    body = json.dumps({"model": model, "prompt": "The weather in the morning", "max_tokens": 24}).encode()
+    request = urllib.request.Request(
+        f"http://{host}:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def _ready(host: str, port: int) -> bool | None:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=5) as response:
+            return response.status == 200 or None
+    except OSError:
+        return None
+
+
+def _watch(cluster: LocalCluster, done: list[tuple[str, str, str]], timeout: float = 240) -> None:
     """Print `kubectl get gemma` whenever it changes, until each (kind, name) reaches its phase."""
     last = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         table = cluster.kubectl("get", "gemma")
-        if table != last:
+        # Print when something but the AGE column changed.
+        key = "\n".join(line.rsplit(None, 1)[0] for line in table.splitlines() if line.strip())
+        if key != last:
             print(table, flush=True)
-            last = table
+            last = key
         phases = {
             (o["kind"], o["metadata"]["name"]): o.get("status", {}).get("phase")
             for o in json.loads(cluster.kubectl("get", "gemma", "-o", "json"))["items"]
@@ -57,19 +111,24 @@ def run() -> int:
         )
         operator = OperatorProcess(cluster)
         operator.start()
+        runtimes: list[RuntimeProcess] = []
+        workdir = Path(tempfile.mkdtemp(prefix="gemma-demo-"))
         print(f"operator healthy; its log: {operator.log}", flush=True)
         try:
             _banner("kubectl apply -f manifests/gemma-server.yaml, the tiny CPU server and a tiny training")
             cluster.kubectl("create", "secret", "generic", "hf-token", "--from-literal=token=hf_demo")
+            # kwok completes the training's pod after this delay; the real run takes about a minute here.
             training = merge(
                 sample("training-tiny-cpu"),
-                {"spec": {"pod": {"annotations": {"kwok.gemma.ai/succeed-after": "20s"}}}},
+                {"spec": {"pod": {"annotations": {"kwok.gemma.ai/succeed-after": "75s"}}}},
             )
             docs = [load(REPO / "manifests" / "gemma-server.yaml"), sample("server-tiny-cpu"), training]
             print(
                 cluster.kubectl("apply", "-f", "-", input_text="\n---\n".join(json.dumps(d) for d in docs)),
                 flush=True,
             )
+            _banner("real runtimes on the tiny pods' IPs")
+            runtimes = _start_runtimes(cluster, workdir)
             _watch(
                 cluster,
                 [
@@ -91,11 +150,25 @@ def run() -> int:
                 cluster.kubectl("get", "events", "--field-selector", "involvedObject.kind=GemmaServer"),
                 flush=True,
             )
+            _banner("a completion from the real gemma-runtime serve (OpenAI-compatible API)")
+            serve = rendered_config(cluster, "gemma.ai/server=tiny")
+            host = _pod_ip(cluster, "gemma.ai/server=tiny")
+            wait_for(lambda: _ready(host, serve["port"]), 180, "the tiny server's /readyz")
+            answer = _complete(host, serve["port"], serve["served_model_name"])
+            print(f"POST http://{host}:{serve['port']}/v1/completions -> {json.dumps(answer, indent=2)}")
+            print("(random weights: the tiny preset is untrained, so the text is noise)", flush=True)
+            _banner("the tiny training's progress, from the real gemma-runtime train")
+            print(cluster.kubectl("get", "gemmatrainings"), flush=True)
+            status = json.loads(cluster.kubectl("get", "gemmatraining", "tiny-train", "-o", "json"))["status"]
+            print(json.dumps({k: status.get(k) for k in ("phase", "progress", "lastCheckpoint")}, indent=2))
             memory = cluster.memory_mib()
             _banner(
                 f"memory: control plane {sum(memory.values()):.0f} MiB, operator {operator.rss_mib():.0f} MiB"
             )
         finally:
+            for runtime in runtimes:
+                runtime.stop()
             operator.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
     _banner("stopped; no processes left behind")
     return 0
