@@ -44,11 +44,13 @@ def _pod_ip(cluster: LocalCluster, label: str) -> str:
     return wait_for(probe, 120, f"a running pod labelled {label}")
 
 
-def _start_runtimes(cluster: LocalCluster, workdir: Path) -> list[RuntimeProcess]:
-    """Real runtimes for the tiny server's and the tiny training's pods (on their loopback pod IPs)."""
+def _start_runtimes(cluster: LocalCluster, workdir: Path, started: list[RuntimeProcess]) -> None:
+    """Real runtimes for the tiny server's and the tiny training's pods (on their loopback pod IPs),
+    added to ``started`` as each starts, so an interrupt in between still stops the first."""
     server_ip = _pod_ip(cluster, "gemma.ai/server=tiny")
     serve = rendered_config(cluster, "gemma.ai/server=tiny")
     server = RuntimeProcess("serve", {**serve, "host": server_ip}, workdir)
+    started.append(server)
     print(f"gemma-runtime serve on the tiny server's pod IP {server_ip}:{serve['port']} (log {server.log})")
     train_ip = _pod_ip(cluster, "gemma.ai/training=tiny-train")
     train = rendered_config(cluster, "gemma.ai/training=tiny-train")
@@ -56,8 +58,8 @@ def _start_runtimes(cluster: LocalCluster, workdir: Path) -> list[RuntimeProcess
     train["data"] = {**train["data"], "path": str(sample_data())}
     train["checkpoints"] = {**train["checkpoints"], "directory": str(workdir / "checkpoints")}
     trainer = RuntimeProcess("train", {**train, "host": train_ip}, workdir)
+    started.append(trainer)
     print(f"gemma-runtime train on the tiny training's pod IP {train_ip}:{train['port']} (log {trainer.log})")
-    return [server, trainer]
 
 
 def _complete(host: str, port: int, model: str) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def run() -> int:
                 flush=True,
             )
             _banner("real runtimes on the tiny pods' IPs")
-            runtimes = _start_runtimes(cluster, workdir)
+            _start_runtimes(cluster, workdir, runtimes)
             _watch(
                 cluster,
                 [
