@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from gemma_runtime.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +53,6 @@ class FetchStatus:
         return doc
 
 
-def _handler(status: FetchStatus) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # the operator polls: no access log
-            pass
-
-        def do_GET(self) -> None:
-            if self.path.partition("?")[0] != PATH:
-                self.send_error(404)
-                return
-            body = json.dumps(status.snapshot()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    return Handler
-
-
 @contextmanager
 def serving(status: FetchStatus, host: str, port: int | None) -> Iterator[int | None]:
     """Serve ``status`` on ``host:port`` for the duration (no server when ``port`` is None); yields the
@@ -78,21 +60,20 @@ def serving(status: FetchStatus, host: str, port: int | None) -> Iterator[int | 
     if port is None:
         yield None
         return
+
+    def fetch() -> tuple[str, bytes]:
+        return "application/json", json.dumps(status.snapshot()).encode()
+
     try:
-        server = ThreadingHTTPServer((host, port), _handler(status))
+        endpoints = Endpoints(host, port, {PATH: fetch})
     except OSError as err:
         log.warning("cannot serve fetch progress on %s:%d: %s", host, port, err)
         yield None
         return
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
     try:
-        yield int(server.server_address[1])
+        yield endpoints.port
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        endpoints.close()
 
 
 def write_message(path: Path | None, document: dict[str, Any]) -> None:

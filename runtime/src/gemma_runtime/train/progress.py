@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import json
 import threading
 import time
 from typing import Any
 
 import prometheus_client as prom
+
+from gemma_runtime.endpoints import Endpoints
 
 
 @dataclasses.dataclass
@@ -64,40 +65,24 @@ class Metrics:
 
 
 class Server:
-    """A small threaded HTTP server; stopped by ``close``."""
+    """/progress, /metrics and /healthz on a background thread; stopped by ``close``."""
 
     def __init__(self, host: str, port: int, figures: Figures, metrics: Metrics) -> None:
-        lock = threading.Lock()
-        self.figures, self.metrics, self.lock = figures, metrics, lock
-        outer = self
+        self.figures, self.metrics, self.lock = figures, metrics, threading.Lock()
+        self._endpoints = Endpoints(
+            host,
+            port,
+            {
+                "/progress": self._progress,
+                "/metrics": lambda: (prom.CONTENT_TYPE_LATEST, prom.generate_latest(metrics.registry)),
+                "/healthz": lambda: ("text/plain", b"ok\n"),
+            },
+        )
+        self.port = self._endpoints.port
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/progress":
-                    with lock:
-                        body = json.dumps(outer.figures.as_json()).encode()
-                    self._send(200, "application/json", body)
-                elif self.path == "/metrics":
-                    self._send(200, prom.CONTENT_TYPE_LATEST, prom.generate_latest(metrics.registry))
-                elif self.path == "/healthz":
-                    self._send(200, "text/plain", b"ok\n")
-                else:
-                    self._send(404, "application/json", b'{"error": "not found"}')
-
-            def _send(self, code: int, content_type: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: Any) -> None:  # requests are not worth a log line each
-                pass
-
-        self._http = http.server.ThreadingHTTPServer((host, port), Handler)
-        self.port = int(self._http.server_address[1])
-        self._thread = threading.Thread(target=self._http.serve_forever, name="progress", daemon=True)
-        self._thread.start()
+    def _progress(self) -> tuple[str, bytes]:
+        with self.lock:
+            return "application/json", json.dumps(self.figures.as_json()).encode()
 
     def update(self, **changes: Any) -> None:
         with self.lock:
@@ -105,9 +90,7 @@ class Server:
                 setattr(self.figures, key, value)
 
     def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=5)
+        self._endpoints.close()
 
 
 class Rate:
