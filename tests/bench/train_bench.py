@@ -23,20 +23,11 @@ from gemma_runtime.model import preset
 from gemma_runtime.tokenizer import Tokenizer
 from gemma_runtime.train import flops, loop
 from gemma_runtime.train.command import sample_data
+from tests.bench.serve_bench import hf_config
 from tests.runtime.reference.hf import REQUIREMENTS, SMOKE_TEST
 from tests.runtime.reference.venvs import HERE, ensure_venv, run_worker
 
 VARIANT, SEQUENCE, BATCH = "bench-small", 256, 8
-
-
-def hf_config(name: str) -> dict[str, Any]:
-    c = preset(name)
-    return {
-        "vocab_size": c.vocab_size, "hidden_size": c.embed_dim, "intermediate_size": c.hidden_dim,
-        "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
-        "num_key_value_heads": c.num_kv_heads, "head_dim": c.head_dim, "rms_norm_eps": c.norm_eps,
-        "max_position_embeddings": 8192, "hidden_activation": "gelu_pytorch_tanh",
-    }  # fmt: skip
 
 
 def ours(workdir: Path, steps: int) -> tuple[dict[str, Any], Any]:
@@ -74,7 +65,7 @@ def main() -> int:
         batches = [dataset.batch(s).tokens.tolist() for s in range(steps)]
         python = ensure_venv("hf", REQUIREMENTS, SMOKE_TEST)
         hyper = {"learning_rate": 1e-4, "weight_decay": 0.01, "max_grad_norm": 1.0}
-        request = {"config": hf_config(VARIANT), "batches": batches, "training": hyper}
+        request = {"config": hf_config(preset(VARIANT)), "batches": batches, "training": hyper}
         hf = run_worker(
             python, HERE.parent.parent / "bench" / "hf_train_worker.py", request, workdir, timeout=3600
         )

@@ -153,8 +153,8 @@ def run() -> int:
                 flush=True,
             )
             _banner("a completion from the real gemma-runtime serve (OpenAI-compatible API)")
-            serve = rendered_config(cluster, "gemma.ai/server=tiny")
-            host = _pod_ip(cluster, "gemma.ai/server=tiny")
+            serve = runtimes[0].config  # the server starts first
+            host = serve["host"]
             wait_for(lambda: _ready(host, serve["port"]), 180, "the tiny server's /readyz")
             answer = _complete(host, serve["port"], serve["served_model_name"])
             print(f"POST http://{host}:{serve['port']}/v1/completions -> {json.dumps(answer, indent=2)}")

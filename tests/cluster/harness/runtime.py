@@ -34,6 +34,7 @@ class RuntimeProcess:
     SIGTERM (the runtime's graceful path) and kills after a grace period."""
 
     def __init__(self, command: str, config: dict[str, Any], log_dir: Path | None = None) -> None:
+        self.config = config
         self._dir = Path(tempfile.mkdtemp(prefix=f"gemma-{command}-", dir=log_dir))
         self.config_path = self._dir / "runtime.yaml"
         self.config_path.write_text(yaml.safe_dump(config))

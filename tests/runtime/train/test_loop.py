@@ -5,7 +5,6 @@ is a clear error."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -18,6 +17,7 @@ import pytest
 from gemma_runtime.config import TrainConfig, load_train_config
 from gemma_runtime.tokenizer import Tokenizer
 from gemma_runtime.train import loop
+from tests.runtime.serve.helpers import free_port
 from tests.runtime.train import runner
 
 
@@ -44,19 +44,13 @@ def test_the_tiny_preset_learns_the_sample_text(tmp_path: Path) -> None:
     assert 0 < records[-1]["mfu"] < 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int, path: str) -> tuple[int, str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.status, response.read().decode()
 
 
 def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = load_train_config(
         runner.config(
             tmp_path,

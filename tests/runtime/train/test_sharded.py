@@ -4,12 +4,12 @@ one device's loss curve, and two real processes joined by jax.distributed train 
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.runtime.serve.helpers import free_port
 from tests.runtime.train import runner
 
 MESHES = [(8, 1, 1), (2, 4, 1), (1, 4, 2), (2, 2, 2)]
@@ -40,19 +40,13 @@ def test_every_mesh_gives_the_single_device_loss_curve(tmp_path: Path) -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _logged(output: str) -> dict[int, float]:
     return {int(s): float(v) for s, v in re.findall(r"step (\d+)/\d+: loss ([0-9.]+)", output)}
 
 
 def test_two_processes_with_jax_distributed_train_together_and_agree(tmp_path: Path) -> None:
     cfg = runner.config(tmp_path, "dist", training={"steps": 8})
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     procs = [
         runner.start(
             ["--config", str(cfg), "--log-every", "1"],

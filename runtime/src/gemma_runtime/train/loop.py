@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -103,11 +104,14 @@ class Training:
         )
         self.tokens_per_step = h.global_batch_size * h.sequence_length
         self.flops_per_token = flops.train_flops_per_token(self.shape, h.sequence_length)
-        self.peak = flops.peak_flops(self.devices)
         self.metrics = progress.Metrics()
         self.server: progress.Server | None = None
         self.result = Result(steps=0, losses={})
         self.last_loss: float | None = None
+
+    @functools.cached_property
+    def peak(self) -> float:
+        return flops.peak_flops(self.devices)
 
     def resume(self) -> int:
         """The step to start from: the latest checkpoint's, or 0."""
@@ -221,7 +225,7 @@ class Training:
     ) -> None:
         total = self.config.training.steps
         self.last_loss = self.result.losses[done] = got["loss"]
-        mfu = tps * self.flops_per_token / self.peak if tps else None
+        mfu = tps * self.flops_per_token / self.peak if tps else None  # the first rate pays for a CPU peak
         eta = (total - done) * self.tokens_per_step / tps if tps else None
         m = self.metrics
         m.step.set(done)
