@@ -151,6 +151,6 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, changes: dict[str, Any], me
     assert "Traceback" not in done.stderr
 
 
-def test_the_rendered_contract_round_trips() -> None:
+def test_the_progress_endpoint_defaults_to_the_operators_runtime_port() -> None:
     doc = {"name": "x", "model": {"variant": "tiny"}, "data": {"path": "/d"}, "training": {"steps": 1}}
     assert TrainConfig.model_validate(doc).port == 8000

@@ -73,9 +73,9 @@ class Packed:
 
 def pack(docs: Sequence[Sequence[int]], length: int) -> Packed:
     """Greedy packing in order: documents follow each other in a row; one longer than the room left
-    continues in the next row (as a new segment), so no token is dropped but the last row's tail."""
-    stream = np.concatenate([np.asarray(d, np.int32) for d in docs]) if docs else np.zeros(0, np.int32)
-    doc_ids = np.concatenate([np.full(len(d), i, np.int32) for i, d in enumerate(docs)]) if docs else stream
+    continues in the next row (as a new segment), so no token is dropped; the last row is padded."""
+    stream = np.fromiter((t for d in docs for t in d), np.int32)
+    doc_ids = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
     rows = -(-len(stream) // length)
     pad = rows * length - len(stream)
     tokens = np.pad(stream, (0, pad)).reshape(rows, length)
