@@ -59,8 +59,8 @@ def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Pa
             checkpoints={"directory": str(tmp_path / "ck"), "interval_steps": 5},
         )
     )
-    config = config.model_copy(update={"port": port})
-    training = loop.Training(config, loop.Options(host="127.0.0.1", log_every=2, show_bar=False))
+    config = config.model_copy(update={"port": port, "host": "127.0.0.1"})
+    training = loop.Training(config, loop.Options(log_every=2, show_bar=False))
     stop, outcome = loop.Stop(), dict[str, Any]()
     thread = threading.Thread(target=lambda: outcome.setdefault("result", training.run(stop)))
     thread.start()

@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
 
     setup.initialize_distributed()
     options = loop.Options(
-        host=config.host,
         metrics_file=args.metrics_file,
         log_every=args.log_every,
         show_bar=False if args.no_progress else None,

@@ -75,11 +75,11 @@ def pack(docs: Sequence[Sequence[int]], length: int) -> Packed:
     """Greedy packing in order: documents follow each other in a row; one longer than the room left
     continues in the next row (as a new segment), so no token is dropped; the last row is padded."""
     stream = np.fromiter((t for d in docs for t in d), np.int32)
-    doc_ids = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
+    flat_ids = np.repeat(np.arange(len(docs), dtype=np.int32), [len(d) for d in docs])
     rows = -(-len(stream) // length)
     pad = rows * length - len(stream)
     tokens = np.pad(stream, (0, pad)).reshape(rows, length)
-    doc_ids = np.pad(doc_ids, (0, pad), constant_values=-1).reshape(rows, length)
+    doc_ids = np.pad(flat_ids, (0, pad), constant_values=-1).reshape(rows, length)
     # A new segment starts where the document changes or a row starts; its positions restart at 0.
     new = np.ones_like(doc_ids, bool)
     new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]

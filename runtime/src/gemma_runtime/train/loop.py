@@ -61,7 +61,6 @@ class Stop:
 
 @dataclasses.dataclass
 class Options:
-    host: str = "0.0.0.0"
     metrics_file: Path | None = None  # one JSON object per logged step (process 0)
     log_every: int = 10
     show_bar: bool | None = None  # None: when stderr is a terminal
@@ -145,7 +144,7 @@ class Training:
         self.metrics.step.set(start)
         figures = progress.Figures(name=self.config.name, total_steps=total, step=start, state="Running")
         if self.first and self.config.port:
-            self.server = progress.Server(self.options.host, self.config.port, figures, self.metrics)
+            self.server = progress.Server(self.config.host, self.config.port, figures, self.metrics)
         show = self.options.show_bar if self.options.show_bar is not None else sys.stderr.isatty()
         bar = _Bar(total, start) if self.first and show else None
         started = time.monotonic()
