@@ -10,8 +10,9 @@ import pytest
 from flax import nnx
 
 from gemma_runtime.model import Transformer, preset, tiny_config
+from gemma_runtime.serve import weights
 from gemma_runtime.serve.quality import measure_int8, sequence_logits
-from gemma_runtime.serve.weights import extract, quantize
+from gemma_runtime.serve.weights import Int8, extract, project, quantize
 from tests.runtime.serve.helpers import varied_model
 
 
@@ -23,6 +24,25 @@ def test_per_channel_round_trip_is_within_half_a_step() -> None:
     restored = np.asarray(q.values, np.float32) * np.asarray(q.scale)[:, None, :]
     step = np.asarray(q.scale)[:, None, :]
     assert np.all(np.abs(restored - np.asarray(weight)) <= step / 2 + 1e-7)
+
+
+@pytest.mark.parametrize(("spec", "shape"), [("BTD,DF->BTF", (60, 24)), ("BTD,VD->BTV", (24, 60))])
+def test_int8_product_converted_in_blocks_equals_the_whole_product(
+    spec: str, shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU an int8 weight is converted a block of rows at a time (over the contracted axis or the
+    output axis); the result is the product with the whole converted weight."""
+    rng = np.random.RandomState(2)
+    values = jnp.asarray(rng.randint(-127, 128, size=shape).astype(np.int8))
+    contracted, out = shape if spec.startswith("BTD,D") else shape[::-1]
+    scale = jnp.asarray(rng.uniform(0.01, 0.1, size=out).astype(np.float32))
+    x = jnp.asarray(rng.normal(size=(1, 3, contracted)).astype(np.float32))
+    whole = jnp.einsum(spec, x, values.astype(jnp.float32)) * scale
+    monkeypatch.setattr(weights, "_BLOCK_VALUES", 7 * 24)  # at most 7 rows of 24 or 2 rows of 60 a block
+    blocks = weights._row_blocks(values)
+    assert blocks == (10 if shape[0] == 60 else 12)
+    blocked = project(x, Int8(values, scale), spec)
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(whole), rtol=1e-5, atol=1e-3)
 
 
 def test_engine_forward_equals_the_model() -> None:

@@ -97,7 +97,7 @@ class ModelEngine:
         self.cache = self._reset(self.cache, jnp.int32(slot))
 
     def step(self, work: StepWork) -> StepResult:
-        p = self.max_segments
+        p = self.max_segments if work.chunks else 0  # no chunk, no segment rows: logits at M = B
         n = sum(len(chunk.tokens) for chunk in work.chunks)
         size = next(b for b in self.buckets if b >= n) if n else 0
         chunk_tokens = np.zeros(size, np.int32)

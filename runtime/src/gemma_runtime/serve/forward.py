@@ -197,7 +197,7 @@ def forward(
     dtype: jnp.dtype,
 ) -> tuple[Array, list[LayerCache]]:
     """Logits [B + R, V] (f32): one row per decode slot, then the chunk's rows at indices ``chunk_rows``
-    [R] (the engine asks for each segment's last token; a decode-only step repeats the last decode row),
+    [R] (the engine asks for each segment's last token; a decode-only step asks for none),
     and the updated cache."""
     tokens = jnp.concatenate([step.decode_tokens, step.chunk_tokens])[None]  # [1, B + C]
     x = embed(weights.embedding, tokens, dtype)
