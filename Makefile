@@ -83,11 +83,17 @@ cluster: cluster-binaries ## Start the control plane with fake GKE node pools in
 demo: cluster-binaries ## Run the main job on the local control plane (grows with each issue; see README).
 	$(PY) -m tests.cluster.harness demo
 
+.PHONY: kind-demo
+kind-demo: $(STAMP) ## The demo with real pods on kind: build the images, helm install, serve and train the tiny samples (needs Docker).
+	$(PY) -m tests.e2e.demo
+
 .PHONY: bench
 bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving and training (BENCH_SERVE_ARGS=--quick for a short serving run).
 	$(PY) -m tests.bench.operator_bench --servers 200 --total 1000 --output bench/operator.json
 	$(PY) -m tests.bench.train_bench --output bench/train.json
+	$(PY) -m tests.bench.loss_curve --output bench/loss.json
 	$(PY) -m tests.bench.serve_bench $(BENCH_SERVE_ARGS) --output bench/serve.json
+	$(PY) -m tests.bench.batch_sweep --output bench/sweep.json
 	$(PY) -m tests.bench.report
 
 ##@ Images and deployment

@@ -105,6 +105,86 @@ def serve_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _figure(columns: int) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, columns, figsize=(5.2 * columns, 3.6), squeeze=False)
+    return figure, axes[0]
+
+
+def _save(figure: Any, name: str) -> str:
+    figure.tight_layout()
+    figure.savefig(OUT / name, dpi=110, metadata={"Software": None})
+    return name
+
+
+def plot_sweep(r: dict[str, Any]) -> str:
+    """Decode tokens/s against batch size, with the bandwidth and compute rooflines of the same run."""
+    figure, (ax,) = _figure(1)
+    batches = [row["batch"] for row in r["rows"]]
+    ax.plot(batches, [row["tokens_per_second"] for row in r["rows"]], "o-", label="gemma-runtime decode")
+    machine = r["machine"]
+    bandwidth = [b * machine["bandwidth_gbps"] * 1e9 / r["weight_bytes"] for b in batches]
+    compute = machine["peak_gflops"] * 1e9 / r["flops_per_token"]
+    ax.plot(batches, [min(b, compute) for b in bandwidth], "--", color="grey", label="roofline")
+    ax.set(xscale="log", yscale="log", xlabel="batch size (slots)", ylabel="tokens/s")
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_title(f"{r['model']} f32, decode throughput vs batch size")
+    ax.legend()
+    return _save(figure, "throughput_vs_batch.png")
+
+
+def plot_latency(r: dict[str, Any]) -> str:
+    figure, (ttft, tpot) = _figure(2)
+    rates = [x["rate_rps"] for x in r["latency_at_rates"]]
+    for ax, key, title in ((ttft, "ttft", "time to first token"), (tpot, "tpot", "time per output token")):
+        for q in ("p50", "p99"):
+            ax.plot(rates, [x[f"{key}_{q}_s"] for x in r["latency_at_rates"]], "o-", label=q)
+        ax.set(xlabel="request rate (requests/s)", ylabel="seconds", title=title)
+        ax.set_ylim(bottom=0)
+        ax.legend()
+    return _save(figure, "latency_vs_rate.png")
+
+
+def plot_training(train: dict[str, Any], loss: dict[str, Any] | None) -> str:
+    figure, axes = _figure(2 if loss else 1)
+    ax = axes[0]
+    names = ["gemma-runtime", f"transformers {train['hf_versions'][1]}"]
+    values = [train["ours_tokens_per_second"], train["hf_tokens_per_second"]]
+    ax.bar(names, values, color=["tab:blue", "tab:orange"])
+    ax.set(ylabel="tokens/s", title=f"{train['variant']} training step, f32 CPU")
+    if loss:
+        curve = axes[1]
+        curve.plot(loss["steps"], loss["loss"])
+        curve.set(xlabel="step", ylabel="loss (nats)", title="tiny preset on the sample text")
+    return _save(figure, "training.png")
+
+
+def sweep_section(r: dict[str, Any], plot: str) -> list[str]:
+    return [
+        "### Decode throughput against batch size",
+        "",
+        f"`{r['model']}` f32; B requests of {r['prompt']}-token prompts decode {r['tokens']} tokens each "
+        "in an engine with B slots (`python -m tests.bench.batch_sweep`); the roofline is the smaller of "
+        "B x read bandwidth / weight bytes and the compute peak / FLOPs per token.",
+        "",
+        "| batch | " + " | ".join(str(row["batch"]) for row in r["rows"]) + " |",
+        "| --- | " + " | ".join("---" for _ in r["rows"]) + " |",
+        "| tokens/s | " + " | ".join(f"{row['tokens_per_second']:.1f}" for row in r["rows"]) + " |",
+        "",
+        f"![decode throughput against batch size]({plot})",
+        "",
+    ]
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = OUT / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main() -> int:
     lines = [
         "# Benchmark report",
@@ -113,15 +193,25 @@ def main() -> int:
         "figures are reported, never asserted.",
         "",
     ]
-    operator = OUT / "operator.json"
-    if operator.exists():
-        lines += operator_section(json.loads(operator.read_text()))
-    serve = OUT / "serve.json"
-    if serve.exists():
-        lines += serve_section(json.loads(serve.read_text()))
-    train = OUT / "train.json"
-    if train.exists():
-        lines += train_section(json.loads(train.read_text()))
+    operator, serve, sweep = _load("operator.json"), _load("serve.json"), _load("sweep.json")
+    train, loss = _load("train.json"), _load("loss.json")
+    if operator:
+        lines += operator_section(operator)
+    if serve:
+        lines += serve_section(serve)
+        lines += [f"![latency percentiles against request rate]({plot_latency(serve)})", ""]
+    if sweep:
+        lines += sweep_section(sweep, plot_sweep(sweep))
+    if train:
+        lines += train_section(train)
+        if loss:
+            lines += [
+                "Loss curve: `gemma-runtime train --variant tiny` on the sample text, "
+                f"{loss['loss'][0]:.2f} at step {loss['steps'][0]} to {loss['loss'][-1]:.2f} "
+                f"at step {loss['steps'][-1]} (`python -m tests.bench.loss_curve`).",
+                "",
+            ]
+        lines += [f"![training tokens/s and loss curve]({plot_training(train, loss)})", ""]
     (OUT / "report.md").write_text("\n".join(lines))
     print((OUT / "report.md").read_text())
     return 0

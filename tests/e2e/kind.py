@@ -16,6 +16,8 @@ from pathlib import Path
 from pytest_kind import KindCluster  # type: ignore[import-untyped]
 
 from tests.api_cases import REPO
+from tests.cluster.chart.helm import Helm
+from tests.unit.packaging.generate import CHART, NAMESPACE, RELEASE
 
 CONFIG = Path(__file__).with_name("kind-config.yaml")
 OPERATOR_IMAGE = "gemma-operator:e2e"
@@ -86,3 +88,21 @@ def collecting(cluster: KindCluster, namespaces: list[str], folder: Path) -> Ite
         report.write_text(diagnostics(cluster, namespaces))
         print(f"\n[e2e] diagnostics in {report}", file=sys.stderr)
         raise
+
+
+def install_chart(helm: Helm, *settings: str) -> None:
+    """`helm install` the chart with the images :func:`build_and_load` made, waiting for the operator."""
+    repository, _, tag = OPERATOR_IMAGE.partition(":")
+    runtime_repository, _, runtime_tag = RUNTIME_IMAGE.partition(":")
+    values = [
+        f"image.repository={repository}",
+        f"image.tag={tag}",
+        f"runtime.image.repository={runtime_repository}",
+        f"runtime.image.tag={runtime_tag}",
+        *settings,
+    ]
+    flags = [arg for value in values for arg in ("--set", value)]
+    helm.run(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace", *flags,
+        "--wait", "--timeout", "5m", timeout=360,
+    )  # fmt: skip

@@ -28,7 +28,7 @@ from pytest_kind import KindCluster  # type: ignore[import-untyped]  # noqa: E40
 from tests.api_cases import REPO  # noqa: E402
 from tests.cluster.chart.helm import Helm  # noqa: E402
 from tests.e2e import kind  # noqa: E402
-from tests.unit.packaging.generate import CHART, NAMESPACE, RELEASE  # noqa: E402
+from tests.unit.packaging.generate import NAMESPACE, RELEASE  # noqa: E402
 
 SAMPLES = REPO / "manifests" / "samples"
 WORKLOADS = "e2e-workloads"
@@ -52,17 +52,8 @@ def helm(cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory) -> Helm
 
 @pytest.fixture(scope="module")
 def installed(cluster: KindCluster, helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    repository, _, tag = kind.OPERATOR_IMAGE.partition(":")
-    runtime_repository, _, runtime_tag = kind.RUNTIME_IMAGE.partition(":")
     with kind.collecting(cluster, [NAMESPACE], tmp_path_factory.mktemp("install")):
-        helm.run(
-            "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-            "--set", f"runtime.image.repository={runtime_repository}",
-            "--set", f"runtime.image.tag={runtime_tag}",
-            "--set", "operator.resyncSeconds=10", "--set", "operator.progressSeconds=5",
-            "--wait", "--timeout", "5m",
-        )  # fmt: skip
+        kind.install_chart(helm, "operator.resyncSeconds=10", "operator.progressSeconds=5")
         cluster.kubectl("create", "namespace", WORKLOADS)
         cluster.kubectl("label", "namespace", WORKLOADS, "pod-security.kubernetes.io/enforce=restricted")
     yield

@@ -1,0 +1,94 @@
+"""The README's cluster commands, run as written against the real control plane: the GKE quickstart
+(helm install of the chart with the registry settings, the token Secret, the first GemmaServer, waiting
+for Ready) and the API section's `kubectl apply -f crds/`, `kubectl get gemma` and `kubectl explain`.
+
+kwok plays the TPU host, so the chart's operator pod runs nothing; the session's operator process
+reconciles. The port-forward and curl of the quickstart need real pods (see ``tests/readme.py``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import readme
+from tests.cluster.harness.control_plane import ADMIN_USER, LocalCluster
+from tests.cluster.harness.operator import OperatorProcess
+from tests.unit.packaging.generate import NAMESPACE, RELEASE
+
+
+class Shell:
+    """Runs README commands with bash in the repository, the cluster's kubectl and helm on PATH, and a
+    kubeconfig whose current namespace is the test's."""
+
+    def __init__(self, cluster: LocalCluster, namespace: str, home: Path) -> None:
+        kubeconfig = cluster.write_kubeconfig(
+            home / "kubeconfig", ADMIN_USER, cluster.admin_token, namespace=namespace
+        )
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(cluster.binary('kubectl')).parent}:{os.environ['PATH']}",
+            "KUBECONFIG": str(kubeconfig),
+            "HELM_CACHE_HOME": str(home / "helm-cache"),
+            "HELM_CONFIG_HOME": str(home / "helm-config"),
+            "HELM_DATA_HOME": str(home / "helm-data"),
+            "REGISTRY": "registry.example.com/gemma",
+            "HF_TOKEN": "hf_readme_test",
+        }
+
+    def run(self, command: str, timeout: float = 240) -> str:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=readme.REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture
+def shell(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[Shell]:
+    shell = Shell(crds, namespace, tmp_path)
+    yield shell
+    # The quickstart installs the chart into gemma-system; later chart tests install it there themselves.
+    subprocess.run(
+        ["bash", "-c", f"helm uninstall {RELEASE} -n {NAMESPACE} --wait --ignore-not-found"],
+        env=shell.env,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    crds.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s", "--ignore-not-found")
+
+
+def test_the_gke_quickstart_runs_as_written(shell: Shell, running_operator: OperatorProcess) -> None:
+    out = shell.run(readme.find("helm install gemma-operator charts/gemma-operator"))
+    assert "STATUS: deployed" in out
+    image = shell.run(f"kubectl -n {NAMESPACE} get deploy {RELEASE} -o jsonpath='{{..image}}'")
+    assert image == "registry.example.com/gemma/gemma-operator:0.1.0"
+    config = shell.run(f"kubectl -n {NAMESPACE} get configmap -o yaml")
+    assert "registry.example.com/gemma/gemma-runtime:0.1.0" in config
+
+    shell.run(readme.find("kubectl create secret generic hf-token"))
+    assert "gemma2-9b-it created" in shell.run(readme.find("kubectl apply -f manifests/gemma-server.yaml"))
+    # The README waits up to 30 minutes (a real download and load); here the fake host is ready at once.
+    assert "condition met" in shell.run(readme.find("kubectl wait gemmaserver/gemma2-9b-it"), timeout=300)
+
+    table = shell.run(readme.find("kubectl get gemma"))
+    row = next(line for line in table.splitlines() if line.startswith("gemma2-9b-it"))
+    assert "Ready" in row
+    assert "v5e" in row
+
+
+def test_the_api_section_commands_run_as_written(shell: Shell) -> None:
+    assert "gemmaservers.gemma.ai" in shell.run(readme.find("kubectl apply -f crds/"))
+    explained = shell.run(readme.find("kubectl explain gemmaserver.spec.accelerator"))
+    assert "topology" in explained
+    assert "FIELDS" in explained

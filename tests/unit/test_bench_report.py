@@ -1,0 +1,45 @@
+"""`make bench`'s report: from the benchmarks' JSON results it writes bench/report.md with the tables and
+PNG plots (latency against request rate, throughput against batch size, training tokens/s and loss)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.api_cases import REPO
+from tests.bench import report
+
+
+def test_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("serve.json", "train.json", "operator.json"):
+        shutil.copy(REPO / "bench" / name, tmp_path / name)
+    machine = {"peak_gflops": 190.0, "bandwidth_gbps": 28.0}
+    sweep = {
+        "model": "bench-small",
+        "prompt": 64,
+        "tokens": 32,
+        "machine": machine,
+        "weight_bytes": 1.0e9,
+        "flops_per_token": 5.0e8,
+        "rows": [{"batch": b, "tokens_per_second": 20.0 * b**0.6} for b in (1, 2, 4, 8)],
+    }
+    loss = {"steps": [5, 10, 15], "loss": [7.5, 6.1, 5.2], "tokens_per_second": [None, 900.0, 910.0]}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    (tmp_path / "loss.json").write_text(json.dumps(loss))
+    monkeypatch.setattr(report, "OUT", tmp_path)
+
+    assert report.main() == 0
+
+    text = (tmp_path / "report.md").read_text()
+    for section in ("## Operator", "## Serving", "### Decode throughput against batch size", "## Training"):
+        assert section in text
+    assert "| tokens/s | 20.0 | 30.3 | 45.9 | 69.6 |" in text
+    assert "7.50 at step 5 to 5.20 at step 15" in text
+    for plot in ("latency_vs_rate.png", "throughput_vs_batch.png", "training.png"):
+        assert f"]({plot})" in text
+        data = (tmp_path / plot).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(data) > 5_000
