@@ -16,6 +16,7 @@ README = REPO / "README.md"
 
 # Command prefix -> where it runs literally.
 RUN = {
+    "export REGISTRY=": "tests/cluster/operator/test_readme.py",
     "helm install gemma-operator charts/gemma-operator": "tests/cluster/operator/test_readme.py",
     "kubectl create secret generic hf-token": "tests/cluster/operator/test_readme.py",
     "kubectl apply -f manifests/gemma-server.yaml": "tests/cluster/operator/test_readme.py",

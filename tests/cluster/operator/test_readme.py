@@ -35,7 +35,6 @@ class Shell:
             "HELM_CACHE_HOME": str(home / "helm-cache"),
             "HELM_CONFIG_HOME": str(home / "helm-config"),
             "HELM_DATA_HOME": str(home / "helm-data"),
-            "REGISTRY": "registry.example.com/gemma",
             "HF_TOKEN": "hf_readme_test",
         }
 
@@ -69,12 +68,15 @@ def shell(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[Shell]
 
 
 def test_the_gke_quickstart_runs_as_written(shell: Shell, running_operator: OperatorProcess) -> None:
-    out = shell.run(readme.find("helm install gemma-operator charts/gemma-operator"))
+    export = readme.find("export REGISTRY=")
+    registry = export.removeprefix("export REGISTRY=")
+    helm = readme.find("helm install gemma-operator charts/gemma-operator")
+    out = shell.run(f"{export}\n{helm}")
     assert "STATUS: deployed" in out
     image = shell.run(f"kubectl -n {NAMESPACE} get deploy {RELEASE} -o jsonpath='{{..image}}'")
-    assert image == "registry.example.com/gemma/gemma-operator:0.1.0"
+    assert image == f"{registry}/gemma-operator:0.1.0"
     config = shell.run(f"kubectl -n {NAMESPACE} get configmap -o yaml")
-    assert "registry.example.com/gemma/gemma-runtime:0.1.0" in config
+    assert f"{registry}/gemma-runtime:0.1.0" in config
 
     shell.run(readme.find("kubectl create secret generic hf-token"))
     assert "gemma2-9b-it created" in shell.run(readme.find("kubectl apply -f manifests/gemma-server.yaml"))
@@ -82,7 +84,7 @@ def test_the_gke_quickstart_runs_as_written(shell: Shell, running_operator: Oper
     assert "condition met" in shell.run(readme.find("kubectl wait gemmaserver/gemma2-9b-it"), timeout=300)
 
     table = shell.run(readme.find("kubectl get gemma"))
-    row = next(line for line in table.splitlines() if line.startswith("gemma2-9b-it"))
+    row = next(line for line in table.splitlines() if "/gemma2-9b-it " in line)  # kind/name with two kinds
     assert "Ready" in row
     assert "v5e" in row
 
