@@ -197,8 +197,10 @@ def _try(call: Callable[[], Any]) -> Any:
 
 _CHILD = textwrap.dedent(
     """
-    import json, sys, time
+    import json, signal, sys, time
     from pathlib import Path
+    # As in a terminal: a shell without job control starts background jobs with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from tests.cluster.harness.control_plane import LocalCluster
     from tests.cluster.harness.nodes import CPU
     cluster = LocalCluster(bin_dir=Path(sys.argv[1]), pools=(CPU,))
