@@ -59,10 +59,10 @@ def _row_blocks(weight: Array) -> int:
     at least two: converted outside a loop, every layer's weights would be converted up front into one
     large temporary (measured 6x slower for bench-small's attention projections)."""
     rows = weight.shape[0]
-    blocks = max(2, -(-weight.size // _BLOCK_VALUES))
-    while rows % blocks:
+    blocks = min(max(2, -(-weight.size // _BLOCK_VALUES)), rows)
+    while rows % blocks:  # ends at the latest with one row a block
         blocks += 1
-    return min(blocks, rows)
+    return blocks
 
 
 def _blocked_product(x: Array, values: Array, spec: str) -> Array:
