@@ -8,7 +8,11 @@ README edit that changes a command changes what runs."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,3 +127,21 @@ def find(prefix: str) -> str:
     if len(matches) != 1:
         raise AssertionError(f"README: {len(matches)} commands start with {prefix!r}, expected 1")
     return matches.pop()
+
+
+def run(command: str, env: Mapping[str, str] | None = None, timeout: float = 240, check: bool = True) -> str:
+    """``command`` with bash in the repository, this environment's ``gemma-*`` commands first on PATH
+    and ``env`` added (a PATH there goes after them); its stdout. ``check``: fail on a non-zero exit."""
+    merged = {**os.environ, **(env or {})}
+    merged["PATH"] = f"{Path(sys.executable).parent}:{merged['PATH']}"
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=REPO,
+        env=merged,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert not check or result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
+    return result.stdout

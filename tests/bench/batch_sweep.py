@@ -8,13 +8,11 @@ usage: python -m tests.bench.batch_sweep [--output bench/sweep.json]
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tests.bench import results
 from tests.bench.serve_bench import Timing, measure_peak
 
 SIZES = (1, 2, 4, 8, 16, 32)
@@ -66,14 +64,5 @@ def run(log: Any = print) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.batch_sweep", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--output", type=Path, default=Path("bench/sweep.json"))
-    args = parser.parse_args()
-    args.output.write_text(json.dumps(run(), indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    results.main("tests.bench.batch_sweep", __doc__, "bench/sweep.json", run)

@@ -6,13 +6,14 @@ usage: python -m tests.bench.loss_curve [--output bench/loss.json]
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from tests.bench import results
 
 STEPS = 200
 
@@ -39,14 +40,5 @@ def run(log: Any = print) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.loss_curve", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--output", type=Path, default=Path("bench/loss.json"))
-    args = parser.parse_args()
-    args.output.write_text(json.dumps(run(), indent=2) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    results.main("tests.bench.loss_curve", __doc__, "bench/loss.json", run)

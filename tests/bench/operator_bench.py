@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from tests.api_cases import REPO, merge, sample
+from tests.bench import results
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.nodes import DEFAULT_POOLS, NodePool
 from tests.cluster.harness.operator import OperatorProcess
@@ -165,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="bench/operator.json")
     args = parser.parse_args(argv)
     result = run(args.servers, args.total)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    results.write(result, Path(args.output))
     return 0
 
 

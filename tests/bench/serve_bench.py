@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.bench import results
 from tests.runtime.reference.hf import REQUIREMENTS, SMOKE_TEST
 from tests.runtime.reference.venvs import ensure_venv, run_worker
 
@@ -303,9 +303,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         report = run(QUICK if args.quick else FULL, Path(tmp))
     report["quick"] = args.quick
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    results.write(report, args.output)
 
 
 if __name__ == "__main__":

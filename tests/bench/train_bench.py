@@ -23,6 +23,7 @@ from gemma_runtime.model import preset
 from gemma_runtime.tokenizer import Tokenizer
 from gemma_runtime.train import flops, loop
 from gemma_runtime.train.command import sample_data
+from tests.bench import results
 from tests.bench.serve_bench import hf_config
 from tests.runtime.reference.hf import REQUIREMENTS, SMOKE_TEST
 from tests.runtime.reference.venvs import HERE, ensure_venv, run_worker
@@ -85,8 +86,7 @@ def main() -> int:
         "ours_losses": [r["loss"] for r in result["records"]], "hf_losses": hf["losses"].tolist(),
         "hf_versions": hf["versions"].tolist(),
     }  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=2))
+    results.write(out, args.output)
     print(json.dumps({k: v for k, v in out.items() if not k.endswith("losses")}, indent=2))
     return 0
 

@@ -9,30 +9,13 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from tests import readme
-from tests.runtime.serve.helpers import free_port
+from tests.runtime.serve.helpers import free_port, wait_ready
 
 BIN = Path(sys.executable).parent
-
-
-def _run(command: str, timeout: float) -> str:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", command],
-        cwd=readme.REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+CPU = {"JAX_PLATFORMS": "cpu"}
 
 
 def test_serve_tiny_answers_the_readme_curl(tmp_path: Path) -> None:
@@ -42,22 +25,13 @@ def test_serve_tiny_answers_the_readme_curl(tmp_path: Path) -> None:
     argv = shlex.split(serve.replace("--port 8000", f"--port {port}"))
     argv[0] = str(BIN / argv[0])
     log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(argv, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=log, stderr=log)
+    process = subprocess.Popen(argv, env={**os.environ, **CPU}, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.5)
+        wait_ready(f"http://127.0.0.1:{port}", process, (tmp_path / "serve.log").read_text, timeout=180)
         curl = readme.find("curl -s localhost:8000/v1/completions").replace(
             "localhost:8000", f"127.0.0.1:{port}"
         )
-        answer = json.loads(_run(curl, timeout=120))
+        answer = json.loads(readme.run(curl, CPU, timeout=120))
         assert answer["object"] == "text_completion"
         assert answer["usage"]["completion_tokens"] == 16
         assert isinstance(answer["choices"][0]["text"], str)
@@ -72,7 +46,7 @@ def test_train_tiny_trains_logs_and_exports(tmp_path: Path) -> None:
     assert "--steps 200" in train
     assert "/tmp/run" in train
     out = tmp_path / "run"
-    _run(train.replace("--steps 200", "--steps 12").replace("/tmp/run", str(out)), timeout=600)
+    readme.run(train.replace("--steps 200", "--steps 12").replace("/tmp/run", str(out)), CPU, timeout=600)
     logged = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
     assert logged[-1]["step"] == 12
     assert logged[-1]["loss"] < logged[0]["loss"]

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ POOL_COLUMNS = ",".join(
 )
 
 
-def _banner(text: str) -> None:
+def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
@@ -80,12 +81,15 @@ def _ready(host: str, port: int) -> bool | None:
         return None
 
 
-def _watch(cluster: LocalCluster, done: list[tuple[str, str, str]], timeout: float = 240) -> None:
-    """Print `kubectl get gemma` whenever it changes, until each (kind, name) reaches its phase."""
+def watch(
+    kubectl: Callable[..., str], done: list[tuple[str, str, str]], timeout: float = 240, interval: float = 1
+) -> bool:
+    """Print `kubectl get gemma` whenever it changes, until each (kind, name) reaches its phase; whether
+    they all did within ``timeout``. Shared with `make kind-demo`."""
     last = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        table = cluster.kubectl("get", "gemma")
+        table = kubectl("get", "gemma")
         # Print when something but the AGE column changed.
         key = "\n".join(line.rsplit(None, 1)[0] for line in table.splitlines() if line.strip())
         if key != last:
@@ -93,20 +97,21 @@ def _watch(cluster: LocalCluster, done: list[tuple[str, str, str]], timeout: flo
             last = key
         phases = {
             (o["kind"], o["metadata"]["name"]): o.get("status", {}).get("phase")
-            for o in json.loads(cluster.kubectl("get", "gemma", "-o", "json"))["items"]
+            for o in json.loads(kubectl("get", "gemma", "-o", "json"))["items"]
         }
         if all(phases.get((kind, name)) == phase for kind, name, phase in done):
-            return
-        time.sleep(1)
+            return True
+        time.sleep(interval)
+    return False
 
 
 def run() -> int:
     with LocalCluster() as cluster:
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in cluster.timings.items())
-        _banner(f"control plane ready ({timings})")
+        banner(f"control plane ready ({timings})")
         print(cluster.kubectl("get", "nodes", "-L", POOL_COLUMNS), flush=True)
 
-        _banner("CRDs and the operator (gemma-operator run)")
+        banner("CRDs and the operator (gemma-operator run)")
         print(cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds")), flush=True)
         cluster.kubectl(
             "wait", "--for=condition=Established", "crd/gemmaservers.gemma.ai", "crd/gemmatrainings.gemma.ai"
@@ -117,7 +122,7 @@ def run() -> int:
         workdir = Path(tempfile.mkdtemp(prefix="gemma-demo-"))
         print(f"operator healthy; its log: {operator.log}", flush=True)
         try:
-            _banner("kubectl apply -f manifests/gemma-server.yaml, the tiny CPU server and a tiny training")
+            banner("kubectl apply -f manifests/gemma-server.yaml, the tiny CPU server and a tiny training")
             cluster.kubectl("create", "secret", "generic", "hf-token", "--from-literal=token=hf_demo")
             # kwok completes the training's pod after this delay; the real run takes about a minute here.
             training = merge(
@@ -129,19 +134,19 @@ def run() -> int:
                 cluster.kubectl("apply", "-f", "-", input_text="\n---\n".join(json.dumps(d) for d in docs)),
                 flush=True,
             )
-            _banner("real runtimes on the tiny pods' IPs")
+            banner("real runtimes on the tiny pods' IPs")
             _start_runtimes(cluster, workdir, runtimes)
-            _watch(
-                cluster,
+            watch(
+                cluster.kubectl,
                 [
                     ("GemmaServer", "gemma2-9b-it", "Ready"),
                     ("GemmaServer", "tiny", "Ready"),
                     ("GemmaTraining", "tiny-train", "Succeeded"),
                 ],
             )
-            _banner("pods on the fake GKE node pools")
+            banner("pods on the fake GKE node pools")
             print(cluster.kubectl("get", "pods", "-o", "wide"), flush=True)
-            _banner("status of gemma2-9b-it")
+            banner("status of gemma2-9b-it")
             status = json.loads(cluster.kubectl("get", "gemmaserver", "gemma2-9b-it", "-o", "json"))["status"]
             print(
                 json.dumps(
@@ -152,19 +157,19 @@ def run() -> int:
                 cluster.kubectl("get", "events", "--field-selector", "involvedObject.kind=GemmaServer"),
                 flush=True,
             )
-            _banner("a completion from the real gemma-runtime serve (OpenAI-compatible API)")
+            banner("a completion from the real gemma-runtime serve (OpenAI-compatible API)")
             serve = runtimes[0].config  # the server starts first
             host = serve["host"]
             wait_for(lambda: _ready(host, serve["port"]), 180, "the tiny server's /readyz")
             answer = _complete(host, serve["port"], serve["served_model_name"])
             print(f"POST http://{host}:{serve['port']}/v1/completions -> {json.dumps(answer, indent=2)}")
             print("(random weights: the tiny preset is untrained, so the text is noise)", flush=True)
-            _banner("the tiny training's progress, from the real gemma-runtime train")
+            banner("the tiny training's progress, from the real gemma-runtime train")
             print(cluster.kubectl("get", "gemmatrainings"), flush=True)
             status = json.loads(cluster.kubectl("get", "gemmatraining", "tiny-train", "-o", "json"))["status"]
             print(json.dumps({k: status.get(k) for k in ("phase", "progress", "lastCheckpoint")}, indent=2))
             memory = cluster.memory_mib()
-            _banner(
+            banner(
                 f"memory: control plane {sum(memory.values()):.0f} MiB, operator {operator.rss_mib():.0f} MiB"
             )
         finally:
@@ -172,5 +177,5 @@ def run() -> int:
                 runtime.stop()
             operator.stop()
             shutil.rmtree(workdir, ignore_errors=True)
-    _banner("stopped; no processes left behind")
+    banner("stopped; no processes left behind")
     return 0

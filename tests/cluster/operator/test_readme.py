@@ -8,7 +8,6 @@ reconciles. The port-forward and curl of the quickstart need real pods (see ``te
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,6 @@ class Shell:
             home / "kubeconfig", ADMIN_USER, cluster.admin_token, namespace=namespace
         )
         self.env = {
-            **os.environ,
             "PATH": f"{Path(cluster.binary('kubectl')).parent}:{os.environ['PATH']}",
             "KUBECONFIG": str(kubeconfig),
             "HELM_CACHE_HOME": str(home / "helm-cache"),
@@ -38,18 +36,8 @@ class Shell:
             "HF_TOKEN": "hf_readme_test",
         }
 
-    def run(self, command: str, timeout: float = 240) -> str:
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", command],
-            cwd=readme.REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        assert result.returncode == 0, f"$ {command}\n{result.stdout}\n{result.stderr}"
-        return result.stdout
+    def run(self, command: str, timeout: float = 240, check: bool = True) -> str:
+        return readme.run(command, self.env, timeout, check)
 
 
 @pytest.fixture
@@ -57,13 +45,7 @@ def shell(crds: LocalCluster, namespace: str, tmp_path: Path) -> Iterator[Shell]
     shell = Shell(crds, namespace, tmp_path)
     yield shell
     # The quickstart installs the chart into gemma-system; later chart tests install it there themselves.
-    subprocess.run(
-        ["bash", "-c", f"helm uninstall {RELEASE} -n {NAMESPACE} --wait --ignore-not-found"],
-        env=shell.env,
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
+    shell.run(f"helm uninstall {RELEASE} -n {NAMESPACE} --wait --ignore-not-found", timeout=180, check=False)
     crds.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s", "--ignore-not-found")
 
 

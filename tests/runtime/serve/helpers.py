@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,6 +85,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_ready(url: str, process: subprocess.Popen[Any], output: Callable[[], str], timeout: float) -> None:
+    """Poll ``url``/readyz until it answers 200; fail with the process's ``output`` if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{output()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not become ready")
+        time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -12,11 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 
-from tests.runtime.serve.helpers import free_port
+from tests.runtime.serve.helpers import free_port, wait_ready
 
 START_TIMEOUT_S = 180
 
@@ -48,18 +47,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{process.stdout.read() if process.stdout else ''}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.5)
+        wait_ready(url, process, lambda: process.stdout.read() if process.stdout else "", START_TIMEOUT_S)
         yield url, process
     finally:
         if process.poll() is None:
