@@ -17,7 +17,7 @@ import pytest
 from gemma_runtime.checkpoint import official
 from gemma_runtime.checkpoint.params import load
 from gemma_runtime.model import Transformer, tiny_config
-from gemma_runtime.model.config import TransformerConfig
+from gemma_runtime.variants import TransformerConfig
 from tests.runtime.reference.official import run_official
 from tests.runtime.reference.venvs import ReferenceUnavailableError
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from pydantic.config import JsonDict
 
-from gemma_operator.api.accelerators import GPUS, TPUS, TpuSlice
+from gemma_runtime.accelerators import GPUS, TPUS, TpuSlice
 
 
 def rule(

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
-from gemma_operator.api import accelerators, cel
+from gemma_operator.api import cel
 from gemma_operator.api.base import ApiModel, FieldError
+from gemma_runtime import accelerators
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"

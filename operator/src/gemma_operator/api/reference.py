@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from gemma_operator.api import accelerators
 from gemma_operator.api.crdgen import crd_for
 from gemma_operator.api.v1alpha1 import API_VERSION, KINDS, KindInfo
+from gemma_runtime import accelerators
 
 
 def _type(node: dict[str, Any]) -> str:

@@ -9,11 +9,12 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from gemma_operator.api import accelerators, cel
+from gemma_operator.api import cel
 from gemma_operator.api.base import ApiModel, FieldError
 from gemma_operator.api.common import AcceleratorSpec, ModelSpec, PodOverrides
 from gemma_operator.api.conditions import Condition
 from gemma_operator.api.serving import ResolvedAccelerator
+from gemma_runtime import accelerators
 
 RETRY_EXIT_CODE = 42
 """The runtime exits with this code to ask for a fresh slice; such a restart, like a disruption

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gemma_operator.api import accelerators as acc
 from gemma_operator.api.common import AcceleratorSpec, PodOverrides
 from gemma_operator.api.serving import ResolvedAccelerator
 from gemma_operator.config import Settings
+from gemma_runtime import accelerators as acc
 
 
 @dataclasses.dataclass(frozen=True)

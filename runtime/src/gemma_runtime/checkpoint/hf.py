@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import safe_open
 
 from gemma_runtime.checkpoint.params import CheckpointError, Tensor
-from gemma_runtime.model.config import AttentionType, TransformerConfig
+from gemma_runtime.variants import AttentionType, TransformerConfig
 
 _GENERATION = {"gemma": 1, "gemma2": 2, "gemma3_text": 3, "gemma3": 3}
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gemma_runtime.checkpoint.params import CheckpointError, Tensor
-from gemma_runtime.model.config import TransformerConfig
+from gemma_runtime.variants import TransformerConfig
 
 _DIRECT = {
     "pre_attention_norm/scale": "pre_attention_norm.scale",

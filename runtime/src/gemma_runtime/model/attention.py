@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gemma_runtime.model.config import AttentionType, TransformerConfig
 from gemma_runtime.model.layers import RMSNorm, apply_rope, param, softcap
+from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
 MASK_VALUE = -2.3819763e38  # the official implementation's large negative, not -inf

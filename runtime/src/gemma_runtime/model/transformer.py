@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gemma_runtime.model.attention import Attention, LayerCache, init_layer_cache
-from gemma_runtime.model.config import AttentionType, TransformerConfig
 from gemma_runtime.model.layers import Embedder, FeedForward, RMSNorm, softcap
+from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
 Cache = list[LayerCache]

@@ -39,15 +39,23 @@ def partition_spec(logical_axes: tuple[str | None, ...], mesh: Mesh | None = Non
     return PartitionSpec(*axes)
 
 
-def _fits(shape: tuple[int, ...], spec: PartitionSpec, mesh: Mesh) -> PartitionSpec:
+def fitted_spec(logical_axes: tuple[str | None, ...], units: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+    """The table's spec for an array, keeping replicated every axis whose mesh axes do not divide its
+    ``units`` (its length, or how many heads a flattened heads x head_dim axis holds: shards must not
+    split a head)."""
+    spec = partition_spec(logical_axes, mesh)
     fixed = []
-    for dim, axes in zip(shape, spec, strict=False):
+    for count, axes in zip(units, spec, strict=False):
         names = () if axes is None else (axes,) if isinstance(axes, str) else axes
         size = 1
         for a in names:
             size *= mesh.shape[a]
-        fixed.append(axes if dim % size == 0 else None)
+        fixed.append(axes if count % size == 0 else None)
     return PartitionSpec(*fixed)
+
+
+def named_sharding(logical_axes: tuple[str | None, ...], units: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, fitted_spec(logical_axes, units, mesh))
 
 
 def param_shardings(model_state: nnx.State[str, Any], mesh: Mesh) -> Any:
@@ -55,8 +63,7 @@ def param_shardings(model_state: nnx.State[str, Any], mesh: Mesh) -> Any:
 
     def one(variable: nnx.Variable[jax.Array]) -> NamedSharding:
         axes = variable.get_metadata().get("logical_axes", ())
-        spec = _fits(variable.shape, partition_spec(axes, mesh), mesh)
-        return NamedSharding(mesh, spec)
+        return named_sharding(axes, variable.shape, mesh)
 
     return jax.tree.map(one, model_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_operator.api import accelerators as acc
+from gemma_runtime import accelerators as acc
 
 # (type, topology, chips per host or None for the default) -> (chips, hosts, machine type)
 TPU_ROWS = {

@@ -1,4 +1,6 @@
-"""TransformerConfig: the shape of every Gemma generation, and the published presets.
+"""The Gemma variants: TransformerConfig, the shape of every generation, and the published presets.
+
+JAX-free (the operator and the memory model import it).
 
 Gemma 1: global attention, no post norms, no soft-capping. Gemma 2: local sliding-window and global
 layers alternate (local first), attention logits capped at 50 and final logits at 30, post norms.
