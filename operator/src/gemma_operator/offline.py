@@ -11,6 +11,7 @@ import yaml
 from gemma_operator.api.v1alpha1 import GemmaServer, GemmaTraining
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
+from gemma_operator.render.plan import DoesNotFitError
 from gemma_operator.render.serving import render_server
 from gemma_operator.render.training import render_workload
 
@@ -54,7 +55,7 @@ def render_file(
             continue
         try:
             children = render_objects(doc, namespace, settings)
-        except SpecError as err:
+        except (SpecError, DoesNotFitError) as err:
             problems.append(str(err))
             continue
         name = doc.get("metadata", {}).get("name", "")

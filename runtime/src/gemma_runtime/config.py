@@ -44,6 +44,24 @@ class Sampling(_Strict):
     max_tokens: int = Field(256, ge=1)
 
 
+class Accelerator(_Strict):
+    """The host's accelerator as the operator names it: a TPU type and topology, a GPU type and count, or
+    cpu. The memory model plans with its chips and memory per chip before anything loads."""
+
+    type: str = Field(description="v5e, v5p, v6e, a GKE GPU type (e.g. nvidia-l4) or cpu.")
+    topology: str | None = Field(None, description="TPU topology, e.g. 2x4.")
+    count: int | None = Field(None, ge=1, description="GPUs per host.")
+    chips_per_host: int | None = Field(None, ge=1, description="Picks between 2x4's two shapes on v5e/v6e.")
+
+
+class ServeMesh(_Strict):
+    """How the host's chips split: ``data`` replicas of the model over the decode slots, each split over
+    ``tensor`` chips (query heads, KV heads, FFN hidden axis, vocabulary)."""
+
+    data: int = Field(ge=1)
+    tensor: int = Field(ge=1)
+
+
 class ServeConfig(_Strict):
     """`gemma-runtime serve`: one process, one model, an OpenAI-compatible HTTP API."""
 
@@ -61,6 +79,10 @@ class ServeConfig(_Strict):
         "auto", description="auto: bf16 on TPU/GPU, f32 on CPU."
     )
     sampling: Sampling = Sampling()
+    accelerator: Accelerator | None = Field(
+        None, description="The chips to plan for; None: the devices JAX finds (memory from the device)."
+    )
+    mesh: ServeMesh | None = Field(None, description="None: chosen by the memory model.")
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -71,8 +71,12 @@ class ServingLimits(ApiModel):
         )
     )
 
-    max_batch_size: int = Field(
-        32, description="Concurrent sequences (decode slots) per replica.", ge=1, le=1024
+    max_batch_size: int | None = Field(
+        None,
+        description="Concurrent sequences (decode slots) per replica. Unset: the largest batch that fits "
+        "the accelerator's memory at maxSequenceLength (at most 256; 32 on CPU), shown in status.plan.",
+        ge=1,
+        le=1024,
     )
     max_sequence_length: int = Field(
         4096, description="Longest prompt plus completion, in tokens.", ge=16, le=131072
@@ -181,6 +185,19 @@ class ServingStats(ApiModel):
     )
 
 
+class ServingPlanStatus(ApiModel):
+    """The memory plan of one replica (gemma_runtime.memory, the model the runtime checks too)."""
+
+    mesh: str = Field(description="How the host's chips split: data x tensor (data: replicas over slots).")
+    max_batch_size: int = Field(description="Decode slots the runtime is configured with.", ge=0)
+    max_sequence_length: int = Field(description="Tokens per slot the cache holds.", ge=0)
+    weight_bytes_per_chip: int = Field(description="Bytes of weights on each chip.", ge=0)
+    kv_cache_bytes_per_chip: int = Field(description="Bytes of KV cache on each chip.", ge=0)
+    workspace_bytes_per_chip: int = Field(description="Estimated activations and XLA reserve per chip.", ge=0)
+    usable_bytes_per_chip: int | None = Field(None, description="Memory per chip XLA may use; unset on CPU.")
+    summary: str = Field(description="The plan in words.")
+
+
 class GemmaServerStatus(ApiModel):
     observed_generation: int | None = Field(None, description="Generation this status describes.", ge=0)
     phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Suspended", "Failed"] | None = Field(
@@ -196,4 +213,5 @@ class GemmaServerStatus(ApiModel):
     selector: str | None = Field(None, description="Label selector of the pods (for the scale subresource).")
     endpoint: str | None = Field(None, description="In-cluster URL of the OpenAI-compatible API.")
     accelerator: ResolvedAccelerator | None = Field(None, description="The accelerator as resolved.")
+    plan: ServingPlanStatus | None = Field(None, description="What each chip holds, from the memory model.")
     serving: ServingStats | None = Field(None, description="Figures pulled from the servers' /stats.")

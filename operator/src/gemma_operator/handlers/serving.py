@@ -26,6 +26,7 @@ from gemma_operator.k8s import apply_all, prune
 from gemma_operator.reconcile import serving as status_of
 from gemma_operator.render import naming
 from gemma_operator.render.placement import resolve
+from gemma_operator.render.plan import DoesNotFitError, plan_status, server_plan
 from gemma_operator.render.serving import endpoint, render_server, replicas
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,13 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         write_status(ctx, obj, previous, status, status_of.WARNINGS)
         return status
     assert isinstance(server, GemmaServer)
+    try:
+        plan = server_plan(server.spec)
+    except DoesNotFitError as err:
+        status = status_of.invalid_status(previous, generation, [str(err)], now(), reason="DoesNotFit")
+        status["plan"] = None  # no plan holds for this generation
+        write_status(ctx, obj, previous, status, status_of.WARNINGS)
+        return status
     if apply:
         desired = render_server(obj, server, ctx.settings)
         apply_all(ctx.kube, desired, ctx.settings.field_manager)
@@ -95,6 +103,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         accelerator=resolve(server.spec.accelerator).to_api(),
         now=now(),
     )
+    status["plan"] = plan_status(plan)
     write_status(ctx, obj, previous, status, status_of.WARNINGS)
     return status
 

@@ -204,14 +204,20 @@ def server_status(
 
 
 def invalid_status(
-    previous: Mapping[str, Any], generation: int, problems: Sequence[str], now: datetime.datetime
+    previous: Mapping[str, Any],
+    generation: int,
+    problems: Sequence[str],
+    now: datetime.datetime,
+    *,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """A spec that failed validation: say which fields, and leave every workload as it was."""
-    message = "invalid spec: " + "; ".join(problems)
+    """A spec that failed validation (or, reason DoesNotFit, the memory plan): say which fields, and leave
+    every workload as it was."""
+    message = ("invalid spec: " if reason == "InvalidSpec" else "") + "; ".join(problems)
     conds = [
-        Cond(READY, False, "InvalidSpec", message),
-        Cond(PROGRESSING, False, "InvalidSpec", ""),
-        Cond(DEGRADED, True, "InvalidSpec", message),
+        Cond(READY, False, reason, message),
+        Cond(PROGRESSING, False, reason, ""),
+        Cond(DEGRADED, True, reason, message),
         Cond(SUSPENDED, False, "Active", ""),
     ]
     return {

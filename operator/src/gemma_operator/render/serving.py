@@ -16,18 +16,20 @@ from gemma_operator.config import Settings
 from gemma_operator.render import naming
 from gemma_operator.render.env import render
 from gemma_operator.render.placement import Placement, place
+from gemma_operator.render.plan import server_plan
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.sources import Mounts, resolve
+from gemma_runtime.memory import ServingPlan
 
 QUEUE_METRIC = "gemma_requests_waiting"
 OCCUPANCY_METRIC = "gemma_batch_occupancy_percent"
 
 
 def serve_config(
-    name: str, spec: GemmaServerSpec, mounts: Mounts, image: str, settings: Settings
+    name: str, spec: GemmaServerSpec, mounts: Mounts, image: str, settings: Settings, *, plan: ServingPlan
 ) -> dict[str, Any]:
     """The runtime's ServeConfig document (the contract checked against gemma_runtime.config)."""
-    model = spec.model
+    model, acc = spec.model, spec.accelerator
     checkpoint = tokenizer = None
     secret = model.checkpoint.secret_ref if model.checkpoint else None
     fetch = fetcher(image, settings, model.cache)
@@ -46,7 +48,7 @@ def serve_config(
         "kind": "serve",
         "model": source,
         "served_model_name": name,
-        "max_batch_size": spec.serving.max_batch_size,
+        "max_batch_size": plan.slots,
         "max_sequence_length": spec.serving.max_sequence_length,
         "max_prefill_length": spec.serving.max_prefill_length,
         "max_queued_requests": spec.serving.max_queued_requests,
@@ -58,6 +60,17 @@ def serve_config(
             "top_p": spec.sampling.top_p,
             "max_tokens": spec.sampling.max_tokens,
         },
+        "accelerator": {
+            k: v
+            for k, v in {
+                "type": acc.type,
+                "topology": acc.topology,
+                "count": acc.count,
+                "chips_per_host": acc.chips_per_host,
+            }.items()
+            if v is not None
+        },
+        "mesh": {"data": plan.mesh.data, "tensor": plan.mesh.tensor},
         "host": "0.0.0.0",
         "port": settings.runtime_port,
     }
@@ -111,7 +124,7 @@ def render_server(obj: dict[str, Any], server: GemmaServer, settings: Settings) 
     selector = naming.server_selector(name)
     common = {"namespace": namespace, "labels": labels, "owner": naming.owner_reference(obj)}
     mounts = Mounts()
-    config = serve_config(name, spec, mounts, image, settings)
+    config = serve_config(name, spec, mounts, image, settings, plan=server_plan(spec))
     data = {"runtime.yaml": yaml.safe_dump(config, sort_keys=False)}
     config_name = naming.child_name(name, "config", 253)
     placement: Placement = place(spec.accelerator, spec.pod, settings)

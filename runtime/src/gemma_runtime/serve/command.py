@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -32,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queued-requests", type=int, help="waiting requests before 429")
     parser.add_argument("--quantization", choices=["none", "int8"], help="weight quantization")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], help="compute dtype")
+    parser.add_argument(
+        "--accelerator",
+        help="plan for this host instead of the devices found: TYPE:TOPOLOGY for a TPU (v5e:2x4), "
+        "TYPE:COUNT for GPUs (nvidia-l4:2), or cpu",
+    )
+    parser.add_argument(
+        "--mesh", help="DATAxTENSOR, e.g. 2x4: data replicas over the slots, each over tensor chips"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the memory plan (per chip: weights, KV cache, workspace) and exit: 0 fits, 2 not",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -56,6 +70,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "dtype": args.dtype,
         "served_model_name": args.served_model_name,
     }
+    if args.accelerator:
+        flat["accelerator"] = _accelerator(args.accelerator)
+    if args.mesh:
+        flat["mesh"] = _mesh(args.mesh)
     document = {**base, **{k: v for k, v in flat.items() if v is not None}, "model": model}
     document.setdefault("served_model_name", model["variant"])
     if args.max_sequence_length and not args.max_prefill_length and not args.config:
@@ -64,6 +82,23 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         return ServeConfig.model_validate(document)
     except ValidationError as err:
         raise ConfigError(str(err)) from err
+
+
+def _accelerator(text: str) -> dict[str, Any]:
+    """TYPE[:TOPOLOGY or COUNT] -> the config's accelerator."""
+    kind, _, detail = text.partition(":")
+    if not detail:
+        return {"type": kind}
+    if detail.isdigit():
+        return {"type": kind, "count": int(detail)}
+    return {"type": kind, "topology": detail}
+
+
+def _mesh(text: str) -> dict[str, int]:
+    data, _, tensor = text.partition("x")
+    if not (data.isdigit() and tensor.isdigit()):
+        raise ConfigError(f"--mesh {text!r}: expected DATAxTENSOR, e.g. 2x4")
+    return {"data": int(data), "tensor": int(tensor)}
 
 
 def _variant_of(checkpoint: Path) -> str:
@@ -77,7 +112,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from gemma_runtime.serve.plan import plan_for_host
+
+    # Before anything loads: a model that cannot fit fails now, with the numbers and what would fit.
+    try:
+        plan = plan_for_host(config, find_devices=not (args.dry_run and config.accelerator))
+    except ValueError as err:  # memory.PlanError, or an accelerator the table does not have
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(plan.summary())
+        return 0
     from gemma_runtime.serve.launch import serve
 
-    serve(config)
+    serve(config, plan)
     return 0

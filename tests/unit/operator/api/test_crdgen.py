@@ -72,7 +72,6 @@ def test_slice_rules_name_every_topology_in_the_table() -> None:
 def test_nested_defaults_show_on_read_back() -> None:
     serving = _schema(SERVER)["properties"]["spec"]["properties"]["serving"]
     assert serving["default"] == {
-        "maxBatchSize": 32,
         "maxSequenceLength": 4096,
         "maxPrefillLength": 1024,
         "maxQueuedRequests": 256,

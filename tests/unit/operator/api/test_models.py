@@ -39,7 +39,7 @@ def test_every_sample_round_trips_without_loss(path: Path) -> None:
 def test_defaults_are_filled() -> None:
     model = parse(load(SAMPLE_FILES[0]))
     assert isinstance(model, GemmaServer)
-    assert model.spec.serving.max_batch_size == 32
+    assert model.spec.serving.max_batch_size is None  # the largest batch that fits (render/plan.py)
     assert model.spec.update_strategy.max_surge == 0
     training = parse(load(next(p for p in SAMPLE_FILES if p.stem == "training-tiny-cpu")))
     assert isinstance(training, GemmaTraining)

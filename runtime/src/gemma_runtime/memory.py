@@ -1,0 +1,330 @@
+"""The memory model of a Gemma served on one host's chips: bytes per chip of weights, of KV cache and of
+workspace, whether that fits, the largest batch that fits, and the mesh to use.
+
+JAX-free and pure, so the three users share it: the runtime checks a plan before loading anything, the
+operator checks a GemmaServer before creating a workload (and fills an unset maxBatchSize), and the
+README's "what fits where" table is generated from it. It mirrors the engine exactly: the weight layout of
+``serve/layout.py`` (heads, KV heads, FFN hidden axis and vocabulary split over ``tensor`` when it divides
+them, everything else replicated; every weight replicated over ``data``) and the KV cache of
+``model/attention.py`` (keys and values per slot, a window-sized ring on local layers, an int32 position
+per entry; KV heads over ``tensor``, slots over ``data``). The tests check it against the arrays the
+engine places on 8 simulated devices.
+
+Workspace is an estimate, stated here: the activations of the largest engine step (the decode rows plus a
+full prefill chunk, its attention scores over the longest cache, and the logits and sampling over the
+whole vocabulary), plus what XLA keeps for itself (the TPU compiler reports 15.75 of a v5e chip's 16 GiB
+usable: 0.25 GiB per chip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+from gemma_runtime import accelerators
+from gemma_runtime.variants import AttentionType, TransformerConfig
+
+GiB = 1 << 30
+XLA_RESERVE_BYTES = GiB // 4
+MAX_AUTO_SLOTS = 256  # an unset batch size grows to at most this: each step's time grows with the batch
+
+Dtype = Literal["bfloat16", "float32"]
+_ITEMSIZE = {"bfloat16": 2, "float32": 4}
+
+
+class PlanError(ValueError):
+    """A serving plan that cannot work; the message gives the numbers and what would fit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Chips:
+    """One host's accelerators: how many chips and the memory of each (None: unknown, e.g. CPU)."""
+
+    name: str
+    count: int
+    memory_bytes: int | None
+    reserved_bytes: int = XLA_RESERVE_BYTES  # 0 where the figure is already what XLA may use
+
+    @property
+    def usable_bytes(self) -> int | None:
+        return None if self.memory_bytes is None else self.memory_bytes - self.reserved_bytes
+
+
+def host_chips(
+    type: str, topology: str | None = None, count: int | None = None, chips_per_host: int | None = None
+) -> Chips:
+    """The chips of one host of an accelerator as the API names it (TPU type + topology, GPU type +
+    count, or cpu), from the accelerator table."""
+    if type in accelerators.TPUS:
+        if topology is None:
+            raise PlanError(f"accelerator {type}: a TPU needs a topology, e.g. 2x4")
+        tpu = accelerators.tpu_slice(type, topology, chips_per_host)
+        hbm = accelerators.TPUS[type].hbm_gib * GiB
+        return Chips(f"{type} {topology}", tpu.chips_per_host, hbm)
+    if type in accelerators.GPUS:
+        gpus = count or 1
+        accelerators.gpu_machine(type, gpus)
+        return Chips(f"{gpus} x {type}", gpus, accelerators.GPUS[type].memory_gib * GiB)
+    if type == accelerators.CPU:
+        return Chips("cpu", count or 1, None)
+    raise PlanError(f"unknown accelerator {type!r}; valid: {', '.join(accelerators.ACCELERATOR_TYPES)}")
+
+
+def _split(units: int, tensor: int) -> int:
+    """How many ways an axis of ``units`` heads or rows is split: by ``tensor`` when it divides them."""
+    return tensor if units % tensor == 0 else 1
+
+
+def weight_bytes_per_chip(config: TransformerConfig, dtype: Dtype, quantization: str, tensor: int) -> int:
+    """Bytes of the serving weights on each chip (the same on every data replica)."""
+    item = _ITEMSIZE[dtype]
+    d, n, k, h, f, v = (
+        config.embed_dim,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.hidden_dim,
+        config.vocab_size,
+    )
+
+    def matrix(rows: int, cols: int, split: int, scale_split: int, scales: int) -> int:
+        if quantization == "int8":  # int8 values and one f32 scale per output channel
+            return rows * cols // split + 4 * scales // scale_split
+        return rows * cols * item // split
+
+    layer = (
+        matrix(d, n * h, _split(n, tensor), _split(n, tensor), n * h)  # q
+        + 2 * matrix(d, k * h, _split(k, tensor), _split(k, tensor), k * h)  # k, v
+        + matrix(n * h, d, _split(n, tensor), 1, d)  # o
+        + 2 * matrix(d, f, _split(f, tensor), _split(f, tensor), f)  # gate, up
+        + matrix(f, d, _split(f, tensor), 1, d)  # down
+    )
+    norms = d * (2 + config.use_post_attn_norm + config.use_post_ffw_norm) + 2 * h * config.use_qk_norm
+    layer += norms * item
+    embedding = matrix(v, d, _split(v, tensor), _split(v, tensor), v)
+    return config.num_layers * layer + embedding + d * item
+
+
+def cache_lengths(config: TransformerConfig, max_len: int) -> list[int]:
+    """Entries per slot of each layer's cache: a window-sized ring on local layers."""
+    window = config.sliding_window or max_len
+    return [min(window, max_len) if t == AttentionType.LOCAL else max_len for t in config.attention_types]
+
+
+def kv_bytes_per_slot(config: TransformerConfig, max_len: int, dtype: Dtype, tensor: int) -> int:
+    """Bytes of one slot's cache on each chip that holds it: keys and values of its KV heads' share, and
+    the int32 position of every entry (replicated over tensor)."""
+    kv_heads = config.num_kv_heads // _split(config.num_kv_heads, tensor)
+    per_entry = 2 * kv_heads * config.head_dim * _ITEMSIZE[dtype] + 4
+    return per_entry * sum(cache_lengths(config, max_len))
+
+
+def workspace_bytes(
+    config: TransformerConfig,
+    dtype: Dtype,
+    tensor: int,
+    *,
+    slots_per_chip: int,
+    max_len: int,
+    max_prefill: int,
+) -> int:
+    """Activations of the largest step (see the module docstring), plus XLA's reserve."""
+    item = _ITEMSIZE[dtype]
+    rows = slots_per_chip + max_prefill
+    heads = config.num_heads // _split(config.num_heads, tensor)
+    hidden = config.hidden_dim // _split(config.hidden_dim, tensor)
+    residual = rows * config.embed_dim * 4 * 4  # the residual stream and its norms, in f32
+    ffw = rows * hidden * item * 3  # gate, up and their product
+    qkv = rows * (heads + 2 * config.num_kv_heads) * config.head_dim * item * 2
+    scores = max_prefill * heads * (max_len + max_prefill) * 4 * 2  # logits and probabilities, f32
+    logits = (slots_per_chip + 1) * config.vocab_size * 4 * 4  # logits, log-softmax, sorted, sampled
+    return residual + ffw + qkv + scores + logits + XLA_RESERVE_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class Mesh:
+    data: int
+    tensor: int
+
+    def __str__(self) -> str:
+        return f"{self.data}x{self.tensor}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingPlan:
+    """Bytes per chip of one serving layout (every figure per chip)."""
+
+    variant: str
+    dtype: Dtype
+    quantization: str
+    chips: Chips
+    mesh: Mesh
+    slots: int
+    max_len: int
+    max_prefill: int
+    weight_bytes: int
+    kv_bytes_per_slot: int
+    kv_bytes: int
+    workspace_bytes: int
+    max_slots: int | None  # the most slots this mesh fits at max_len (None: chip memory unknown)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weight_bytes + self.kv_bytes + self.workspace_bytes
+
+    @property
+    def fits(self) -> bool:
+        usable = self.chips.usable_bytes
+        return usable is None or self.total_bytes <= usable
+
+    def summary(self) -> str:
+        usable = self.chips.usable_bytes
+        limit = "unknown" if usable is None else f"{usable / GiB:.2f} GiB usable"
+        int8 = " int8" if self.quantization == "int8" else ""
+        return (
+            f"{self.variant} {self.dtype}{int8} on {self.chips.name} "
+            f"(mesh data x tensor = {self.mesh}), {self.slots} slots x {self.max_len} tokens, per chip: "
+            f"weights {self.weight_bytes / GiB:.2f} GiB + KV cache {self.kv_bytes / GiB:.2f} GiB "
+            f"({self.kv_bytes_per_slot / 2**20:.1f} MiB per slot) + workspace "
+            f"{self.workspace_bytes / GiB:.2f} GiB = {self.total_bytes / GiB:.2f} GiB of {limit}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Workload:
+    config: TransformerConfig
+    dtype: Dtype
+    quantization: str
+    chips: Chips
+    max_len: int
+    max_prefill: int
+
+    def plan(self, mesh: Mesh, slots: int) -> ServingPlan:
+        config, dtype = self.config, self.dtype
+        weights = weight_bytes_per_chip(config, dtype, self.quantization, mesh.tensor)
+        per_slot = kv_bytes_per_slot(config, self.max_len, dtype, mesh.tensor)
+
+        def workspace(local: int) -> int:
+            return workspace_bytes(
+                config,
+                dtype,
+                mesh.tensor,
+                slots_per_chip=local,
+                max_len=self.max_len,
+                max_prefill=self.max_prefill,
+            )
+
+        usable = self.chips.usable_bytes
+        most: int | None = None
+        if usable is not None:  # the largest multiple of data that fits (the total grows with it)
+            low, high = 0, MAX_AUTO_SLOTS // mesh.data
+            while low < high:
+                mid = (low + high + 1) // 2
+                fits = weights + mid * per_slot + workspace(mid) <= usable
+                low, high = (mid, high) if fits else (low, mid - 1)
+            most = low * mesh.data
+        local = slots // mesh.data
+        return ServingPlan(
+            config.name,
+            dtype,
+            self.quantization,
+            self.chips,
+            mesh,
+            slots,
+            self.max_len,
+            self.max_prefill,
+            weights,
+            per_slot,
+            local * per_slot,
+            workspace(local),
+            most,
+        )
+
+
+def candidate_meshes(config: TransformerConfig, chips: int) -> list[Mesh]:
+    """Every data x tensor split of ``chips`` whose tensor degree divides the query heads."""
+    return [Mesh(chips // t, t) for t in range(1, chips + 1) if chips % t == 0 and config.num_heads % t == 0]
+
+
+def check_mesh(config: TransformerConfig, chips: int, mesh: Mesh, slots: int | None) -> None:
+    """Raise PlanError naming what is wrong with a requested mesh."""
+    if mesh.data * mesh.tensor != chips:
+        raise PlanError(
+            f"mesh {mesh}: data x tensor = {mesh.data * mesh.tensor}, but the host has {chips} chips"
+        )
+    if config.num_heads % mesh.tensor:
+        valid = ", ".join(str(m) for m in candidate_meshes(config, chips))
+        raise PlanError(
+            f"mesh {mesh}: tensor {mesh.tensor} does not divide {config.name}'s {config.num_heads} query "
+            f"heads; valid meshes (data x tensor): {valid}"
+        )
+    if slots is not None and slots % mesh.data:
+        raise PlanError(
+            f"mesh {mesh}: max_batch_size {slots} is not a multiple of the mesh's data degree {mesh.data}"
+        )
+
+
+def plan_serving(
+    config: TransformerConfig,
+    *,
+    dtype: Dtype,
+    quantization: str = "none",
+    chips: Chips,
+    max_len: int,
+    max_prefill: int,
+    slots: int | None = None,
+    mesh: Mesh | None = None,
+) -> ServingPlan:
+    """The plan for serving ``config`` on ``chips``. ``slots`` None: the largest batch that fits (at most
+    MAX_AUTO_SLOTS), on the mesh that holds the most. ``mesh`` None: among the meshes that fit, the one
+    with the fewest bytes per chip, which is also what each decode step reads (decode is bound by memory
+    bandwidth): tensor parallelism for models whose weights dominate, data parallelism over slots where
+    the weights are small or the KV heads cannot be split; ties go to the smaller tensor degree (fewer
+    all-reduces). Raises PlanError with the numbers and what would fit when nothing does."""
+    max_len = min(max_len, config.max_seq_len)
+    work = _Workload(config, dtype, quantization, chips, max_len, min(max_prefill, max_len))
+    if mesh is not None:
+        check_mesh(config, chips.count, mesh, slots)
+        meshes = [mesh]
+    else:
+        meshes = [m for m in candidate_meshes(config, chips.count) if slots is None or slots % m.data == 0]
+        if not meshes:
+            raise PlanError(
+                f"max_batch_size {slots}: no data x tensor split of {chips.count} chips divides it and "
+                f"{config.name}'s {config.num_heads} query heads; use a multiple of {chips.count}"
+            )
+    if slots is None:
+        plans = [work.plan(m, m.data) for m in meshes]
+        plans = [work.plan(p.mesh, p.max_slots) for p in plans if p.max_slots]
+        if not plans:
+            raise PlanError(_no_fit(work, meshes, None))
+        return max(plans, key=lambda p: (p.slots, -p.mesh.tensor))
+    fitting = [p for p in (work.plan(m, slots) for m in meshes) if p.fits]
+    if not fitting:
+        raise PlanError(_no_fit(work, meshes, slots))
+    return min(fitting, key=lambda p: (p.total_bytes, p.mesh.tensor))
+
+
+def _no_fit(work: _Workload, meshes: list[Mesh], slots: int | None) -> str:
+    """Why nothing fits, with the best layout's numbers, and what would fit instead."""
+    best = min((work.plan(m, slots or m.data) for m in meshes), key=lambda p: p.total_bytes)
+    lines = [f"does not fit: {best.summary()}"]
+    if slots is not None and best.max_slots:
+        lines.append(f"at most {best.max_slots} slots fit at {work.max_len} tokens on mesh {best.mesh}")
+    usable = work.chips.usable_bytes or 0
+    room = usable - best.weight_bytes - best.workspace_bytes
+    if room > 0 and best.kv_bytes_per_slot:
+        local = max(best.slots // best.mesh.data, 1)
+        tokens = int(room // local / (best.kv_bytes_per_slot / work.max_len))
+        if tokens >= 16:
+            lines.append(f"{best.slots} slots fit with a maximum sequence length of about {tokens}")
+    if work.quantization != "int8":
+        int8 = dataclasses.replace(work, quantization="int8").plan(best.mesh, best.slots)
+        if int8.fits:
+            lines.append(f"int8 weights would fit ({int8.total_bytes / GiB:.2f} GiB per chip)")
+    if usable and best.weight_bytes >= usable:
+        need = math.ceil(best.weight_bytes * best.mesh.tensor / usable)
+        lines.append(f"the weights alone need at least {need} chips of this kind")
+    lines.append("or use an accelerator with more chips or memory per chip")
+    return "; ".join(lines)

@@ -1,0 +1,149 @@
+"""The memory model: its arithmetic against the presets' parameter counts, the mesh it chooses, and the
+plans the issue names (Gemma 2 9B on v5e 2x4 and 1x1, Gemma 2 27B on v5e 2x2 and 2x4, Gemma 7B on 2x2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gemma_runtime.memory import (
+    GiB,
+    Mesh,
+    PlanError,
+    host_chips,
+    kv_bytes_per_slot,
+    plan_serving,
+    weight_bytes_per_chip,
+)
+from gemma_runtime.variants import PRESETS, preset
+
+
+@pytest.mark.parametrize("variant", sorted(PRESETS))
+def test_unsharded_weights_are_the_parameter_count(variant: str) -> None:
+    config = preset(variant)
+    assert weight_bytes_per_chip(config, "float32", "none", 1) == 4 * config.param_count()
+    assert weight_bytes_per_chip(config, "bfloat16", "none", 1) == 2 * config.param_count()
+    int8 = weight_bytes_per_chip(config, "bfloat16", "int8", 1)
+    assert config.param_count() < int8 < 1.05 * config.param_count()  # a byte each plus f32 scales
+
+
+def test_tensor_parallel_splits_what_it_divides_and_replicates_one_kv_head() -> None:
+    gemma_2b = preset("gemma-2b")  # 8 query heads, 1 KV head
+    whole = weight_bytes_per_chip(gemma_2b, "bfloat16", "none", 1)
+    eighth = weight_bytes_per_chip(gemma_2b, "bfloat16", "none", 8)
+    kv_projections = 2 * gemma_2b.num_layers * gemma_2b.embed_dim * gemma_2b.head_dim * 2
+    norms = (2 * gemma_2b.num_layers + 1) * gemma_2b.embed_dim * 2
+    assert eighth == (whole - kv_projections - norms) // 8 + kv_projections + norms
+    # The single KV head is on every chip: the cache per slot does not shrink with tensor.
+    assert kv_bytes_per_slot(gemma_2b, 4096, "bfloat16", 8) == kv_bytes_per_slot(
+        gemma_2b, 4096, "bfloat16", 1
+    )
+    gemma2_9b = preset("gemma2-9b")  # 8 KV heads: an eighth each
+    per_slot = kv_bytes_per_slot(gemma2_9b, 4096, "bfloat16", 1)
+    positions = 4 * gemma2_9b.num_layers * 4096
+    assert kv_bytes_per_slot(gemma2_9b, 4096, "bfloat16", 8) == (per_slot - positions) // 8 + positions
+
+
+def test_local_layers_hold_a_window_sized_ring() -> None:
+    gemma3 = preset("gemma3-4b")  # window 1024, five local layers to one global
+    short, long = (kv_bytes_per_slot(gemma3, n, "bfloat16", 1) for n in (1024, 8192))
+    globals_ = sum(t == "global" for t in gemma3.attention_types)
+    per_entry = 2 * gemma3.num_kv_heads * gemma3.head_dim * 2 + 4
+    assert long - short == globals_ * (8192 - 1024) * per_entry
+
+
+def test_gemma2_9b_on_v5e_2x4_fits_with_an_eighth_of_the_weights_per_chip() -> None:
+    config = preset("gemma2-9b")
+    plan = plan_serving(
+        config, dtype="bfloat16", chips=host_chips("v5e", "2x4"), max_len=4096, max_prefill=1024, slots=32
+    )
+    assert plan.fits
+    assert plan.mesh == Mesh(1, 8)
+    total = 2 * config.param_count()
+    assert total / 8 < plan.weight_bytes < 1.02 * total / 8
+
+
+def test_gemma2_9b_on_one_v5e_chip_fails_with_the_numbers_and_what_would_fit() -> None:
+    with pytest.raises(PlanError) as err:
+        plan_serving(
+            preset("gemma2-9b"),
+            dtype="bfloat16",
+            chips=host_chips("v5e", "1x1"),
+            max_len=4096,
+            max_prefill=1024,
+            slots=32,
+        )
+    message = str(err.value)
+    assert "weights 17.21 GiB" in message
+    assert "15.75 GiB usable" in message
+    assert "the weights alone need at least 2 chips" in message
+
+
+def test_gemma2_27b_on_v5e_2x2_says_what_fits_and_an_unset_batch_gets_it() -> None:
+    chips = host_chips("v5e", "2x2")
+    config = preset("gemma2-27b")
+    with pytest.raises(PlanError, match="at most 3 slots fit at 8192 tokens on mesh 1x4") as err:
+        plan_serving(config, dtype="bfloat16", chips=chips, max_len=8192, max_prefill=1024, slots=32)
+    assert "32 slots fit with a maximum sequence length of about" in str(err.value)
+    auto = plan_serving(config, dtype="bfloat16", chips=chips, max_len=8192, max_prefill=1024)
+    assert (auto.slots, auto.mesh, auto.fits) == (3, Mesh(1, 4), True)
+    wider = plan_serving(
+        config, dtype="bfloat16", chips=host_chips("v5e", "2x4"), max_len=8192, max_prefill=1024
+    )
+    assert wider.fits
+    assert wider.slots > 3
+    assert wider.total_bytes <= 15.75 * GiB
+
+
+def test_gemma_7b_does_not_serve_32_long_sequences_on_v5e_2x2() -> None:
+    with pytest.raises(PlanError, match="does not fit"):
+        plan_serving(
+            preset("gemma-7b"),
+            dtype="bfloat16",
+            chips=host_chips("v5e", "2x2"),
+            max_len=4096,
+            max_prefill=1024,
+            slots=32,
+        )
+
+
+def test_small_models_are_replicated_over_slots() -> None:
+    plan = plan_serving(
+        preset("gemma3-1b"),
+        dtype="bfloat16",
+        chips=host_chips("v5e", "2x4"),
+        max_len=4096,
+        max_prefill=1024,
+        slots=32,
+    )
+    assert plan.mesh.data > 1
+    assert plan.slots % plan.mesh.data == 0
+
+
+@pytest.mark.parametrize(
+    ("mesh", "slots", "message"),
+    [
+        (Mesh(1, 8), 32, "does not divide gemma3-1b's 4 query heads; valid meshes"),
+        (Mesh(4, 1), 32, "data x tensor = 4, but the host has 8 chips"),
+        (Mesh(8, 1), 12, "max_batch_size 12 is not a multiple of the mesh's data degree 8"),
+    ],
+)
+def test_a_mesh_that_cannot_work_is_a_clear_error(mesh: Mesh, slots: int, message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        plan_serving(
+            preset("gemma3-1b"),
+            dtype="bfloat16",
+            chips=host_chips("v5e", "2x4"),
+            max_len=4096,
+            max_prefill=1024,
+            slots=slots,
+            mesh=mesh,
+        )
+
+
+def test_unknown_accelerators_name_what_is_valid() -> None:
+    with pytest.raises(ValueError, match="valid: 1x1, 2x2, 2x4"):
+        host_chips("v5e", "3x3")
+    with pytest.raises(PlanError, match="needs a topology"):
+        host_chips("v5e")
+    assert host_chips("nvidia-l4", count=2).memory_bytes == 24 * GiB
+    assert host_chips("cpu").usable_bytes is None
