@@ -9,6 +9,7 @@ import re
 import yaml
 
 from tests import readme
+from tests.unit.packaging import fits
 
 KNOWN = {**readme.RUN, **{prefix: where for prefix, (where, _) in readme.ELSEWHERE.items()}}
 
@@ -81,3 +82,8 @@ def test_render_of_the_first_server_runs_as_written() -> None:
     pod = children["Deployment"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == "2x4"
     assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == 8
+
+
+def test_the_fits_table_is_the_memory_models() -> None:
+    text = (readme.REPO / "README.md").read_text()
+    assert fits.readme_with_table(text) == text, "README's what-fits-where table is stale: make manifests"

@@ -277,7 +277,7 @@ def plan_serving(
     mesh: Mesh | None = None,
 ) -> ServingPlan:
     """The plan for serving ``config`` on ``chips``. ``slots`` None: the largest batch that fits (at most
-    MAX_AUTO_SLOTS), on the mesh that holds the most. ``mesh`` None: among the meshes that fit, the one
+    MAX_AUTO_SLOTS), on the mesh that holds the most (then the fewest bytes per chip). ``mesh`` None: among the meshes that fit, the one
     with the fewest bytes per chip, which is also what each decode step reads (decode is bound by memory
     bandwidth): tensor parallelism for models whose weights dominate, data parallelism over slots where
     the weights are small or the KV heads cannot be split; ties go to the smaller tensor degree (fewer
@@ -299,7 +299,7 @@ def plan_serving(
         plans = [work.plan(p.mesh, p.max_slots) for p in plans if p.max_slots]
         if not plans:
             raise PlanError(_no_fit(work, meshes, None))
-        return max(plans, key=lambda p: (p.slots, -p.mesh.tensor))
+        return max(plans, key=lambda p: (p.slots, -p.total_bytes, -p.mesh.tensor))
     fitting = [p for p in (work.plan(m, slots) for m in meshes) if p.fits]
     if not fitting:
         raise PlanError(_no_fit(work, meshes, slots))

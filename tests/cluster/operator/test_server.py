@@ -355,3 +355,63 @@ def test_serving_figures_are_pulled_from_the_pods_stats(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_model_that_cannot_fit_is_failed_and_an_unset_batch_gets_what_fits(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    """Gemma 2 27B in bf16 on a v5e 2x2 host with 32 slots of 8192 tokens: Failed, naming the fields and
+    the numbers, and no workload; without maxBatchSize it gets the largest batch that fits; on a 2x4 host
+    it becomes Ready with the computed batch in its runtime config."""
+    doc = merge(sample("server-gemma-7b-v5e"), {"metadata": {"name": "big"}})
+    doc["spec"]["model"]["variant"] = "gemma2-27b"
+    doc["spec"]["accelerator"]["topology"] = "2x2"
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["serving"] = {"maxBatchSize": 32, "maxSequenceLength": 8192}
+    _prerequisites(crds, namespace, doc)
+    _apply(crds, namespace, doc)
+    obj = _phase(crds, namespace, "big", "Failed")
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "DoesNotFit"
+    for words in (
+        "spec.model.variant gemma2-27b",
+        "spec.accelerator v5e 2x2",
+        "spec.serving.maxBatchSize 32",
+        "spec.serving.maxSequenceLength 8192",
+        "weights 12.68 GiB",
+        "at most 3 slots fit at 8192 tokens",
+    ):
+        assert words in ready["message"]
+    assert "plan" not in obj["status"]
+    assert _get(crds, namespace, "deployment", "big") is None
+    assert _get(crds, namespace, "configmap", "big-config") is None
+    events = crds.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "reason=DoesNotFit", "-o", "json"
+    )
+    assert any(e["type"] == "Warning" for e in json.loads(events)["items"])
+
+    unset = json.dumps({"spec": {"serving": {"maxBatchSize": None}}})
+    crds.kubectl("-n", namespace, "patch", "gemmaserver", "big", "--type=merge", "-p", unset)
+
+    def planned(slots: int | None = None) -> dict[str, Any] | None:
+        obj = _server(crds, namespace, "big")
+        status = obj.get("status", {})
+        plan = status.get("plan")
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return plan if current and plan and (slots is None or plan["maxBatchSize"] == slots) else None
+
+    plan = wait_for(lambda: planned(3), 60, "the plan of the largest batch that fits 2x2")
+    assert plan["mesh"] == "1x4"
+    config = _get(crds, namespace, "configmap", "big-config")
+    assert config is not None
+    assert "max_batch_size: 3\n" in config["data"]["runtime.yaml"]
+
+    wider = json.dumps({"spec": {"accelerator": {"topology": "2x4"}}})
+    crds.kubectl("-n", namespace, "patch", "gemmaserver", "big", "--type=merge", "-p", wider)
+    obj = _phase(crds, namespace, "big", "Ready", timeout=90)
+    plan = obj["status"]["plan"]
+    assert plan["mesh"] == "1x8"
+    assert plan["maxBatchSize"] > 3
+    assert plan["weightBytesPerChip"] + plan["kvCacheBytesPerChip"] <= plan["usableBytesPerChip"]
+    runtime = _get(crds, namespace, "configmap", "big-config")["data"]["runtime.yaml"]
+    assert f"max_batch_size: {plan['maxBatchSize']}\n" in runtime

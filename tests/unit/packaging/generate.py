@@ -1,4 +1,4 @@
-"""Everything generated from the chart (``make manifests``; ``make verify`` fails on drift):
+"""Everything generated (``make manifests``; ``make verify`` fails on drift):
 
 - ``charts/gemma-operator/crds/``: copies of ``crds/`` (the one source of truth is the pydantic models);
 - the values table in ``charts/gemma-operator/README.md``, from the ``# --`` comment on every key of
@@ -6,6 +6,7 @@
   keys must each be described);
 - ``manifests/install.yaml``: the chart rendered with default values into ``gemma-system``, for
   ``kubectl apply -f`` and GitOps;
+- the README's "what fits where" table, from the memory model (``fits.py``);
 - ``manifests/argocd/argocd-cm.yaml``: the Lua health checks as Argo CD's ConfigMap keys, and their test
   data (``tests.unit.packaging.health_cases``).
 
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from tests.api_cases import REPO
-from tests.unit.packaging import health_cases
+from tests.unit.packaging import fits, health_cases
 
 CHART = REPO / "charts" / "gemma-operator"
 INSTALL = REPO / "manifests" / "install.yaml"
@@ -198,6 +199,7 @@ def main() -> int:
         (target / name).write_text(text)
     readme = CHART / "README.md"
     readme.write_text(chart_readme(readme.read_text(), (CHART / "values.yaml").read_text()))
+    (REPO / "README.md").write_text(fits.readme_with_table((REPO / "README.md").read_text()))
     INSTALL.write_text(install_yaml(helm_binary()))
     ARGOCD_CM.write_text(argocd_cm())
     for kind in health_cases.CASES:
