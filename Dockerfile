@@ -37,8 +37,15 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && echo '__version__ = "0"' > operator/src/gemma_operator/__init__.py \
     && pip install -c constraints.txt ./operator \
     && pip uninstall -y gemma-operator
+# The operator reads the runtime's JAX-free contract (config document, variants, accelerator table,
+# memory model): those modules alone, installed as gemma-runtime without its dependencies (no JAX).
+COPY runtime/pyproject.toml runtime/README.md runtime/
+COPY runtime/src/gemma_runtime/__init__.py runtime/src/gemma_runtime/py.typed \
+     runtime/src/gemma_runtime/config.py runtime/src/gemma_runtime/variants.py \
+     runtime/src/gemma_runtime/accelerators.py runtime/src/gemma_runtime/memory.py \
+     runtime/src/gemma_runtime/
 COPY operator/src operator/src
-RUN pip install --no-cache-dir --no-deps ./operator \
+RUN pip install --no-cache-dir --no-deps ./operator ./runtime \
     && python -m compileall -q /opt/venv
 
 FROM base AS operator

