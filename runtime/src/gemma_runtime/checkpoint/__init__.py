@@ -1,17 +1,20 @@
 """Checkpoints: importers for the official Gemma JAX tree and Hugging Face safetensors, our own Orbax
-format, and one ``load_model`` that recognises each."""
+format, ``open_checkpoint`` (any of them as a config and a stream of tensors) and ``load_model`` (a
+Transformer, optionally straight into shardings)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import jax.numpy as jnp
 
 from gemma_runtime.checkpoint import hf, official, store
-from gemma_runtime.checkpoint.params import CheckpointError, load
+from gemma_runtime.checkpoint.params import CheckpointError, Shardings, Tensor, load
 from gemma_runtime.config import CheckpointFormat as Format
-from gemma_runtime.model import Transformer, preset
+from gemma_runtime.model import Transformer, TransformerConfig, preset
 from gemma_runtime.sources.mirror import SourceError, fetched
 
 log = logging.getLogger(__name__)
@@ -36,16 +39,10 @@ def detect(path: Path) -> Format:
     )
 
 
-def load_model(
-    path: Path,
-    *,
-    variant: str | None = None,
-    format: Format | None = None,
-    param_dtype: jnp.dtype = jnp.float32,
-    dtype: jnp.dtype = jnp.float32,
-) -> Transformer:
-    """Load any supported checkpoint. The official Orbax tree carries no config: ``variant`` names it.
-    Errors about a folder that ``gemma-runtime fetch`` filled name the URI it came from."""
+@contextmanager
+def errors_named(path: Path) -> Iterator[None]:
+    """Checks that ``path`` exists; a CheckpointError inside, about a folder that ``gemma-runtime fetch``
+    filled, names the URI it came from."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -53,36 +50,67 @@ def load_model(
     except SourceError as err:
         raise CheckpointError(str(err)) from err
     try:
-        return _load(path, variant, format, param_dtype, dtype)
+        yield
     except CheckpointError as err:
         if uri is None:
             raise
         raise CheckpointError(f"{uri} (fetched into {path}): {err}") from err
 
 
-def _load(
-    path: Path, variant: str | None, format: Format | None, param_dtype: jnp.dtype, dtype: jnp.dtype
-) -> Transformer:
+def open_checkpoint(
+    path: Path, *, variant: str | None = None, format: Format | None = None
+) -> tuple[Format, TransformerConfig, Iterator[Tensor]]:
+    """The checkpoint's format, architecture and tensor stream in our names and layout, one tensor at a
+    time; nothing but configs and metadata is read until the stream is. The official Orbax tree carries
+    no config: ``variant`` names it."""
     kind = format or detect(path)
-    log.info("loading %s checkpoint from %s", kind, path)
     if kind == Format.OURS:
-        return store.restore(path, param_dtype=param_dtype, dtype=dtype)
+        return kind, store.read_config(path), store.tensors(path)
     if kind == Format.SAFETENSORS:
         config = hf.read_config(path)
-        return load(config, hf.tensors(path, config), source=str(path), param_dtype=param_dtype, dtype=dtype)
+        return kind, config, hf.tensors(path, config)
     if variant is None:
         raise CheckpointError(
             f"{path}: an official Orbax checkpoint carries no config; pass the variant (e.g. gemma-2b)"
         )
     tree = official.read_orbax(path)
     config = official.with_vocab_of(tree, preset(variant))
-    return load(
-        config,
-        official.tensors(tree, config, str(path)),
-        source=str(path),
-        param_dtype=param_dtype,
-        dtype=dtype,
-    )
+    return kind, config, official.tensors(tree, config, str(path))
 
 
-__all__ = ["CheckpointError", "Format", "detect", "load_model"]
+def read_config(path: Path, *, variant: str | None = None, format: Format | None = None) -> TransformerConfig:
+    """The architecture of any supported checkpoint, read from its config or metadata alone."""
+    with errors_named(path):
+        return open_checkpoint(path, variant=variant, format=format)[1]
+
+
+def load_model(
+    path: Path,
+    *,
+    variant: str | None = None,
+    format: Format | None = None,
+    param_dtype: jnp.dtype = jnp.float32,
+    dtype: jnp.dtype = jnp.float32,
+    shardings: Shardings | None = None,
+) -> Transformer:
+    """Load any supported checkpoint, one tensor at a time; parameters that ``shardings`` names a
+    sharding for go straight into it, each device receiving only its shard."""
+    with errors_named(path):
+        kind, config, tensors = open_checkpoint(path, variant=variant, format=format)
+        log.info("loading %s checkpoint from %s", kind, path)
+        if kind == Format.OURS and shardings is not None:
+            return store.restore(path, param_dtype=param_dtype, dtype=dtype, shardings=shardings)
+        return load(
+            config, tensors, source=str(path), param_dtype=param_dtype, dtype=dtype, shardings=shardings
+        )
+
+
+__all__ = [
+    "CheckpointError",
+    "Format",
+    "detect",
+    "errors_named",
+    "load_model",
+    "open_checkpoint",
+    "read_config",
+]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from gemma_runtime.checkpoint.arrays import stored_tree
 from gemma_runtime.checkpoint.params import CheckpointError, Tensor
 from gemma_runtime.variants import TransformerConfig
 
@@ -76,7 +77,8 @@ def _split(name: str, array: np.ndarray, config: TransformerConfig) -> Iterator[
 def tensors(
     tree: Mapping[str, Any], config: TransformerConfig, source: str = "official tree"
 ) -> Iterator[Tensor]:
-    """Stream an official parameter tree (nested dicts of arrays) in our layout."""
+    """Stream an official parameter tree (nested dicts of arrays, or of stored arrays read one at a time)
+    in our layout."""
     for name, value in flatten(tree).items():
         clean = name.removeprefix("transformer/").removeprefix("params/")
         for ours, array in _split(clean, np.asarray(value), config):
@@ -92,18 +94,6 @@ def with_vocab_of(tree: Mapping[str, Any], config: TransformerConfig) -> Transfo
 
 
 def read_orbax(path: Path) -> dict[str, Any]:
-    """Restore an official Orbax checkpoint as nested numpy arrays on the host (not on a device)."""
-    import jax
-    import orbax.checkpoint as ocp
-
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint directory")
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(path.absolute())
-    tree = getattr(metadata, "item_metadata", metadata)
-    tree = getattr(tree, "tree", tree)
-    restore_args = jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree), is_leaf=lambda x: hasattr(x, "shape")
-    )
-    restored = checkpointer.restore(path.absolute(), args=ocp.args.PyTreeRestore(restore_args=restore_args))
-    return dict(restored)
+    """An official Orbax checkpoint as nested dicts of arrays read to the host on demand
+    (``np.asarray``), one at a time as ``tensors`` streams them; nothing is read here."""
+    return stored_tree(path)

@@ -1,6 +1,7 @@
 """One table maps every logical axis name used by the model to mesh axes (``data``, ``fsdp``,
 ``tensor``), as MaxText's logical-axis rules do: weights are sharded over ``fsdp`` along the embedding
-and over ``tensor`` along heads, MLP and vocabulary; batches over ``data`` and ``fsdp``."""
+and over ``tensor`` along heads, MLP and vocabulary; batches over ``data`` and ``fsdp``. ``place`` puts a
+host array into a sharding, each device receiving only its own shard."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -58,14 +60,24 @@ def named_sharding(logical_axes: tuple[str | None, ...], units: tuple[int, ...],
     return NamedSharding(mesh, fitted_spec(logical_axes, units, mesh))
 
 
+def variable_sharding(variable: nnx.Variable[Any], mesh: Mesh) -> NamedSharding:
+    """A parameter's NamedSharding, from its ``logical_axes`` metadata."""
+    axes = variable.get_metadata().get("logical_axes", ())
+    return named_sharding(axes, variable.shape, mesh)
+
+
 def param_shardings(model_state: nnx.State[str, Any], mesh: Mesh) -> Any:
     """A NamedSharding for every parameter, from its ``logical_axes`` metadata."""
+    return jax.tree.map(
+        lambda v: variable_sharding(v, mesh), model_state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
 
-    def one(variable: nnx.Variable[jax.Array]) -> NamedSharding:
-        axes = variable.get_metadata().get("logical_axes", ())
-        return named_sharding(axes, variable.shape, mesh)
 
-    return jax.tree.map(one, model_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+def place(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+    """``host`` as a global array laid out by ``sharding``: each addressable device receives only the
+    slice it holds, copied from the host: the whole array never sits on one device, as it would with
+    ``jnp.asarray`` before a reshard. (On CPU a shard may alias ``host``'s memory instead of copying.)"""
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

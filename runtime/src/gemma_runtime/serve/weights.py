@@ -1,6 +1,7 @@
 """The serving engine's view of a model's parameters: a plain pytree of per-layer arrays (separate arrays
 per layer: indexing a stacked ``[layers, ...]`` array inside a jitted step copies it every step on CPU),
-optionally with int8 weights.
+optionally with int8 weights. Each parameter's serving form (layout, int8) is one function, on JAX
+arrays (``extract``, traceable) or on the host in numpy (``host_serving_form``, for ``serve.load``).
 
 int8 is weight-only, symmetric, one scale per output channel (the maximum absolute value over the
 contracted axes / 127). Norm scales stay in full precision. The matrix product runs on the int8 values
@@ -12,10 +13,12 @@ time inside a loop: each block's f32 copy stays in cache and the product runs at
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gemma_runtime.model import Transformer
 
@@ -40,60 +43,119 @@ class Weights(NamedTuple):
     final_norm: Array  # [D]
 
 
+# The quantization formula, written once for jax.numpy (``quantize``, traceable) and numpy
+# (``quantize_host``, in row blocks): a module ``xp`` gives the array functions. Its divisions are
+# products with a reciprocal because XLA compiles them so (a division by a constant or by a broadcast
+# becomes one): numpy then agrees with XLA to the bit, where its correctly rounded division would differ
+# in the last bit of a scale and, now and then, in an int8 value.
+def _peak(w: Any, contracted: tuple[int, ...], xp: Any) -> Any:
+    """The largest magnitude over the contracted axes, kept as size-1 axes, in f32 (exact: a max)."""
+    return xp.max(xp.abs(w), axis=contracted, keepdims=True).astype(xp.float32)
+
+
+def _scale(peak: Any, xp: Any) -> Any:
+    return xp.where(peak > 0, peak * (1.0 / 127.0), 1.0).astype(xp.float32)
+
+
+def _int8(w: Any, scale: Any, xp: Any) -> Any:
+    return xp.clip(xp.round(w.astype(xp.float32) * (1.0 / scale)), -127, 127).astype(xp.int8)
+
+
+def _kept(shape: tuple[int, ...], contracted: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(n for i, n in enumerate(shape) if i not in contracted)
+
+
 def quantize(weight: Array, contracted: tuple[int, ...]) -> Int8:
     """Per-channel symmetric int8: one scale for every index of the axes not in ``contracted``."""
-    w = weight.astype(jnp.float32)
-    peak = jnp.max(jnp.abs(w), axis=contracted, keepdims=True)
-    scale = jnp.where(peak > 0, peak / 127.0, 1.0)
-    values = jnp.clip(jnp.round(w / scale), -127, 127).astype(jnp.int8)
-    kept = tuple(n for i, n in enumerate(weight.shape) if i not in contracted)
-    return Int8(values, scale.reshape(kept))
+    scale = _scale(_peak(weight, contracted, jnp), jnp)
+    values = _int8(weight, scale, jnp)
+    return Int8(values, scale.reshape(_kept(weight.shape, contracted)))
+
+
+# Values of a host weight quantized at a time: 256k (1 MB as f32), so a loader never makes a full-size f32
+# copy of a large weight (Gemma's 256k-row embedding is 3 GB as f32 at D = 3072).
+_HOST_BLOCK_VALUES = 1 << 18
+
+
+def quantize_host(weight: np.ndarray, contracted: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantize` on the host, equal value for value, one block of rows (axis 0) at a time:
+    ``(values, scale)`` as numpy arrays."""
+    rows = weight.shape[0]
+    step = max(1, _HOST_BLOCK_VALUES // max(1, weight.size // max(rows, 1)))
+    blocks = [slice(start, start + step) for start in range(0, rows, step)]
+    across = 0 in contracted  # one scale over every block, else each block's rows have their own
+    peaks = (_peak(weight[b], contracted, np) for b in blocks)
+    peak = functools.reduce(np.maximum, peaks) if across else np.concatenate(list(peaks), axis=0)
+    scale = _scale(peak, np)
+    values = np.empty(weight.shape, np.int8)
+    for b in blocks:
+        values[b] = _int8(weight[b], scale if across else scale[b], np)
+    return values, scale.reshape(_kept(weight.shape, contracted))
 
 
 # Rows of an int8 weight converted at a time on CPU: 1M values (4 MB as f32) fit in cache.
 _BLOCK_VALUES = 1 << 20
 
 
-def _row_blocks(weight: Array) -> int:
-    """The fewest blocks of whole rows, dividing the rows evenly, of at most ``_BLOCK_VALUES`` each, and
-    at least two: converted outside a loop, every layer's weights would be converted up front into one
-    large temporary (measured 6x slower for bench-small's attention projections)."""
-    rows = weight.shape[0]
-    blocks = min(max(2, -(-weight.size // _BLOCK_VALUES)), rows)
+def _row_blocks(weight: Array, groups: int = 1) -> int:
+    """The fewest blocks of whole rows, dividing each of ``groups`` equal groups of rows evenly, of at
+    most ``_BLOCK_VALUES`` each, and at least two: converted outside a loop, every layer's weights would
+    be converted up front into one large temporary (measured 6x slower for bench-small's attention
+    projections)."""
+    rows, size = weight.shape[0] // groups, weight.size // groups
+    blocks = min(max(2, -(-size // _BLOCK_VALUES)), rows)
     while rows % blocks:  # ends at the latest with one row a block
         blocks += 1
     return blocks
 
 
-def _blocked_product(x: Array, values: Array, spec: str) -> Array:
-    """``einsum(spec, x, values)`` for a 2-D int8 ``values``, converting one block of rows at a time."""
-    blocks = _row_blocks(values)
-    stacked = values.reshape(blocks, values.shape[0] // blocks, values.shape[1])
+def _blocked_product(x: Array, values: Array, spec: str, groups: int) -> Array:
+    """``einsum(spec, x, values)`` for a 2-D int8 ``values``, converting one block of rows at a time.
+
+    ``groups`` is how many shards split the rows (tensor parallelism): rows are cut into [groups,
+    blocks, size] so that every block lies inside one shard and the loop slices an unsharded axis (a
+    block sliced across shards would make the partitioner gather the whole weight onto every device).
+    The group axis leads every product's operands and result: anywhere else, XLA:CPU runs the batched
+    product over a slow path (measured 13x slower at batch 1, even with one group)."""
+    rows, width = values.shape
+    groups = groups if rows % groups == 0 else 1
+    blocks = _row_blocks(values, groups)
+    size = rows // (groups * blocks)
+    stacked = values.reshape(groups, blocks, size, width)  # [groups, blocks, size, N or K]
     inputs, _ = spec.split("->")
-    contracted = inputs.split(",")[1][0] in inputs.split(",")[0]
-    if contracted:  # [K, N]: each block is a slice of K, the partial products add up
-        size = stacked.shape[1]
+    lhs, rhs = inputs.split(",")
+    g = next(c for c in "ZYXWUQ" if c not in spec)  # a letter for the group axis
+    lead = x.shape[:-1]
+    if rhs[0] in lhs:  # [K, N]: each block is a slice of K, the partial products add up
+        xs = jnp.moveaxis(x.reshape(*lead, groups, blocks, size), -3, 0)  # [groups, ..., blocks, size]
+        grouped = f"{g}{lhs},{g}{rhs}->{g}{lhs[:-1]}{rhs[1]}"
 
         def add(total: Array, i: Array) -> tuple[Array, None]:
-            part = jax.lax.dynamic_slice_in_dim(x, i * size, size, axis=-1)
-            return total + jnp.einsum(spec, part, stacked[i].astype(x.dtype)), None
+            part = jax.lax.dynamic_index_in_dim(xs, i, axis=-2, keepdims=False)  # [groups, ..., size]
+            block = jax.lax.dynamic_index_in_dim(stacked, i, axis=1, keepdims=False)  # [groups, size, N]
+            return total + jnp.einsum(grouped, part, block.astype(x.dtype)), None
 
-        shape = (*x.shape[:-1], values.shape[1])
-        total, _ = jax.lax.scan(add, jnp.zeros(shape, x.dtype), jnp.arange(blocks))
-        return total
+        zeros = jnp.zeros((groups, *lead, width), x.dtype)  # one partial sum per shard
+        total, _ = jax.lax.scan(add, zeros, jnp.arange(blocks))  # [groups, ..., N]
+        return total.sum(axis=0)
 
-    def rows(_: None, block: Array) -> tuple[None, Array]:  # [N, K]: each block is a slice of the output
-        return None, jnp.einsum(spec, x, block.astype(x.dtype))
+    grouped = f"{lhs},{g}{rhs}->{g}{lhs[:-1]}{rhs[0]}"
 
-    _, parts = jax.lax.scan(rows, None, stacked)  # [blocks, ..., N / blocks]
-    return jnp.moveaxis(parts, 0, -2).reshape(*x.shape[:-1], values.shape[0])
+    def part(_: None, i: Array) -> tuple[None, Array]:  # [N, K]: each block is a slice of the output
+        block = jax.lax.dynamic_index_in_dim(stacked, i, axis=1, keepdims=False)  # [groups, size, K]
+        return None, jnp.einsum(grouped, x, block.astype(x.dtype))  # [groups, ..., size]
+
+    _, parts = jax.lax.scan(part, None, jnp.arange(blocks))  # [blocks, groups, ..., size]
+    parts = jnp.moveaxis(parts, (1, 0), (-3, -2))  # [..., groups, blocks, size]
+    return parts.reshape(*lead, rows)
 
 
-def project(x: Array, weight: Weight, spec: str) -> Array:
-    """``einsum(spec, x, weight)`` for a full-precision or an int8 weight."""
+def project(x: Array, weight: Weight, spec: str, row_shards: int = 1) -> Array:
+    """``einsum(spec, x, weight)`` for a full-precision or an int8 weight; ``row_shards``: how many
+    shards split the weight's first axis (only the CPU int8 product needs to know)."""
     if isinstance(weight, Int8):
         if jax.default_backend() == "cpu" and weight.values.ndim == 2:
-            out = _blocked_product(x, weight.values, spec)
+            out = _blocked_product(x, weight.values, spec, row_shards)
         else:
             out = jnp.einsum(spec, x, weight.values.astype(x.dtype))
         return out * weight.scale.astype(x.dtype)
@@ -111,13 +173,52 @@ def embed(table: Weight, tokens: Array, dtype: jnp.dtype) -> Array:
 # Every projection is stored as a plain [in, out] matrix, contracted on axis 0: q/k/v as [D, N*H] (heads
 # flattened after moving D first), o as [N*H, D]. Left as [N, D, H] XLA:CPU transposes q and o in every
 # step (a copy of the weight per token); the embedding [V, D] contracts D as the output projection.
-_CONTRACTED = {"q": (0,), "k": (0,), "v": (0,), "o": (0,), "gate": (0,), "up": (0,), "down": (0,)}
+MATRICES = ("q", "k", "v", "o", "gate", "up", "down")
+NORMS = (
+    "pre_attention_norm",
+    "post_attention_norm",
+    "pre_ffw_norm",
+    "post_ffw_norm",
+    "query_norm",
+    "key_norm",
+)
+_CONTRACTED = {**dict.fromkeys(MATRICES, (0,)), "embedding": (1,)}
+
+A = TypeVar("A", np.ndarray, jax.Array)
+HostWeight = np.ndarray | tuple[np.ndarray, np.ndarray]  # a weight, or int8 (values, scale), on the host
 
 
-def _heads_last(weight: Array) -> Array:
-    """[N, D, H] -> [D, N*H]."""
-    n, d, h = weight.shape
-    return jnp.transpose(weight, (1, 0, 2)).reshape(d, n * h)
+def layout(kind: str, weight: A) -> A:
+    """A parameter (our layout: q/k/v [N, D, H], o [N, H, D]) in its serving layout: q/k/v [D, N*H],
+    o [N*H, D]; every other kind ("gate", "embedding", "norm", ...) as it is. numpy or JAX."""
+    if kind in ("q", "k", "v"):
+        n, d, h = weight.shape
+        return weight.transpose(1, 0, 2).reshape(d, n * h)
+    if kind == "o":
+        return weight.reshape(-1, weight.shape[-1])
+    return weight
+
+
+def _check(quantization: str) -> bool:
+    """True for int8."""
+    if quantization not in ("none", "int8"):
+        raise ValueError(f"quantization must be 'none' or 'int8', got {quantization!r}")
+    return quantization == "int8"
+
+
+def serving_form(kind: str, weight: Array, quantization: str) -> Weight:
+    """One parameter in its serving form: :func:`layout`, then int8 for the matrices and the embedding
+    when ``quantization`` is "int8". Traceable."""
+    matrix = layout(kind, weight)
+    return quantize(matrix, _CONTRACTED[kind]) if _check(quantization) and kind in _CONTRACTED else matrix
+
+
+def host_serving_form(kind: str, weight: np.ndarray, quantization: str) -> HostWeight:
+    """:func:`serving_form` on the host (numpy in, numpy out), equal value for value."""
+    matrix = layout(kind, weight)
+    if _check(quantization) and kind in _CONTRACTED:
+        return quantize_host(matrix, _CONTRACTED[kind])
+    return matrix
 
 
 def _value(module: Any, name: str) -> Array | None:
@@ -127,35 +228,24 @@ def _value(module: Any, name: str) -> Array | None:
 
 
 def extract(model: Transformer, quantization: str = "none") -> Weights:
-    """The model's parameters as a :class:`Weights` pytree; ``quantization`` is "none" or "int8"."""
-    if quantization not in ("none", "int8"):
-        raise ValueError(f"quantization must be 'none' or 'int8', got {quantization!r}")
-    int8 = quantization == "int8"
+    """The model's parameters as a :class:`Weights` pytree; ``quantization`` is "none" or "int8".
+    Traceable: ``serve.load.random_weights`` runs it under jit into the weights' shardings."""
+    _check(quantization)
 
-    def matrix(value: Array, name: str) -> Weight:
-        return quantize(value, _CONTRACTED[name]) if int8 else value
+    def form(kind: str, param: Any) -> Weight:
+        return serving_form(kind, param[...], quantization)
 
     layers: list[LayerWeights] = []
     for block in model.layers:
         attn, mlp = block.attn, block.mlp
         layer: LayerWeights = {
-            "q": matrix(_heads_last(attn.q[...]), "q"),
-            "k": matrix(_heads_last(attn.k[...]), "k"),
-            "v": matrix(_heads_last(attn.v[...]), "v"),
-            "o": matrix(attn.o[...].reshape(-1, attn.o.shape[-1]), "o"),
-            "gate": matrix(mlp.gate[...], "gate"),
-            "up": matrix(mlp.up[...], "up"),
-            "down": matrix(mlp.down[...], "down"),
-            "pre_attention_norm": _value(block, "pre_attention_norm"),
-            "post_attention_norm": _value(block, "post_attention_norm"),
-            "pre_ffw_norm": _value(block, "pre_ffw_norm"),
-            "post_ffw_norm": _value(block, "post_ffw_norm"),
-            "query_norm": _value(attn, "query_norm"),
-            "key_norm": _value(attn, "key_norm"),
+            name: form(name, getattr(attn if name in ("q", "k", "v", "o") else mlp, name))
+            for name in MATRICES
         }
+        for name in NORMS:
+            layer[name] = _value(attn if name in ("query_norm", "key_norm") else block, name)
         layers.append(layer)
-    table = model.embedder.input_embedding[...]
-    embedding = quantize(table, (1,)) if int8 else table
+    embedding = form("embedding", model.embedder.input_embedding)
     return Weights(embedding, layers, model.final_norm.scale[...])
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from gemma_runtime.checkpoint import load_model
+from gemma_runtime.checkpoint import load_model, read_config
+from gemma_runtime.checkpoint.params import abstract_model, variables
 from gemma_runtime.config import CheckpointFormat, TrainConfig
 from gemma_runtime.model import Transformer, TransformerConfig, preset
 from gemma_runtime.parallel.mesh import make_mesh
-from gemma_runtime.parallel.sharding import param_shardings
+from gemma_runtime.parallel.sharding import param_shardings, place, variable_sharding
 from gemma_runtime.tokenizer import Tokenizer
 from gemma_runtime.train import data, step
 
@@ -54,13 +54,7 @@ def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transform
     """The graph and the f32 master parameters, created (or loaded) straight into their shardings."""
     compute = jax.numpy.bfloat16 if config.training.precision == "bf16" else jax.numpy.float32
     if config.model.checkpoint:
-        fmt = CheckpointFormat(config.model.format) if config.model.format else None
-        model = load_model(
-            Path(config.model.checkpoint), variant=config.model.variant, format=fmt, dtype=compute
-        )
-        model.remat = config.training.remat
-        graphdef, params = nnx.split(model, nnx.Param)
-        return graphdef, jax.device_put(params, param_shardings(params, mesh)), model.config
+        return _imported(config, mesh, compute)
     shape = preset(config.model.variant)
 
     def create() -> Any:
@@ -73,13 +67,24 @@ def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transform
     return graphdef, params, shape
 
 
+def _imported(
+    config: TrainConfig, mesh: Mesh, compute: Any
+) -> tuple[nnx.GraphDef[Transformer], Any, TransformerConfig]:
+    """A checkpoint's weights read one tensor at a time, each cast to f32 on the host and placed shard by
+    shard: no device ever holds the whole model."""
+    path = Path(config.model.checkpoint or "")
+    fmt = CheckpointFormat(config.model.format) if config.model.format else None
+    shape = read_config(path, variant=config.model.variant, format=fmt)
+    shardings = {name: variable_sharding(var, mesh) for name, var in variables(abstract_model(shape)).items()}
+    model = load_model(path, variant=config.model.variant, format=fmt, dtype=compute, shardings=shardings.get)
+    model.remat = config.training.remat
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, params, model.config
+
+
 def device_batch(batch: data.Batch, sharding: NamedSharding) -> step.Batch:
     """Global arrays; each process materialises only the shards its devices hold."""
-
-    def place(x: np.ndarray) -> jax.Array:
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-    arrays = [place(x) for x in batch.as_tuple()]
+    arrays = [place(x, sharding) for x in batch.as_tuple()]
     return arrays[0], arrays[1], arrays[2], arrays[3], arrays[4]
 
 
