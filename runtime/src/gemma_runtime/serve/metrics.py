@@ -2,7 +2,9 @@
 
 Prometheus names (documented in the README): gemma_time_to_first_token_seconds,
 gemma_time_per_output_token_seconds and gemma_e2e_request_latency_seconds (histograms),
-gemma_requests_waiting and gemma_slots_in_use (gauges), gemma_prompt_tokens_total,
+gemma_requests_waiting and gemma_slots_in_use (gauges), gemma_mesh_devices{axis} and
+gemma_device_memory_bytes{part} (gauges: the data x tensor mesh, and the bytes of weights and KV cache
+on the most loaded device, set once the engine is built), gemma_prompt_tokens_total,
 gemma_generation_tokens_total and gemma_requests_finished_total{reason} (counters).
 """
 
@@ -61,9 +63,27 @@ class ServeMetrics:
         self.finished_requests = Counter(
             "gemma_requests_finished", "Requests finished, by reason.", ["reason"], registry=self.registry
         )
+        self.mesh = Gauge(
+            "gemma_mesh_devices",
+            "Devices along each mesh axis (data, tensor).",
+            ["axis"],
+            registry=self.registry,
+        )
+        self.device_memory = Gauge(
+            "gemma_device_memory_bytes",
+            "Bytes the most loaded device holds, by part (weights, kv_cache).",
+            ["part"],
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._recent_steps: collections.deque[tuple[float, int]] = collections.deque()
         self._recent_ttft: collections.deque[float] = collections.deque(maxlen=TTFT_WINDOW)
+
+    def engine_built(self, mesh: dict[str, int], weight_bytes: int, kv_cache_bytes: int) -> None:
+        for axis in ("data", "tensor"):
+            self.mesh.labels(axis).set(mesh[axis])
+        self.device_memory.labels("weights").set(weight_bytes)
+        self.device_memory.labels("kv_cache").set(kv_cache_bytes)
 
     def step(self, generated: int, prompt_tokens: int, seconds: float) -> None:
         self.generated_tokens.inc(generated)

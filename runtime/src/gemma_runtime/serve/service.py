@@ -129,6 +129,9 @@ class Service:
             engine = self._load()
             if self._stopped.is_set():  # the server stopped while the weights were loading
                 return
+            placement = getattr(engine, "device_memory", None)  # the tests' fake engine has no devices
+            if placement is not None:
+                self.metrics.engine_built(*placement())
             scheduler = Scheduler(engine, max_queued=self.max_queued, observer=self.metrics)
             self.scheduler = scheduler
             log.info("engine ready in %.1f s (%d slots)", time.monotonic() - started, engine.slots)
