@@ -276,12 +276,14 @@ def plan_serving(
     slots: int | None = None,
     mesh: Mesh | None = None,
 ) -> ServingPlan:
-    """The plan for serving ``config`` on ``chips``. ``slots`` None: the largest batch that fits (at most
-    MAX_AUTO_SLOTS), on the mesh that holds the most (then the fewest bytes per chip). ``mesh`` None: among the meshes that fit, the one
-    with the fewest bytes per chip, which is also what each decode step reads (decode is bound by memory
-    bandwidth): tensor parallelism for models whose weights dominate, data parallelism over slots where
-    the weights are small or the KV heads cannot be split; ties go to the smaller tensor degree (fewer
-    all-reduces). Raises PlanError with the numbers and what would fit when nothing does."""
+    """The plan for serving ``config`` on ``chips``.
+
+    ``slots`` None: the largest batch that fits (at most MAX_AUTO_SLOTS), on the mesh that holds the most
+    (then the fewest bytes per chip). ``mesh`` None: among the meshes that fit, the one with the fewest
+    bytes per chip, which is also what each decode step reads (decode is bound by memory bandwidth):
+    tensor parallelism for models whose weights dominate, data parallelism over slots where the weights
+    are small or the KV heads cannot be split; ties go to the smaller tensor degree (fewer all-reduces).
+    Raises PlanError with the numbers and what would fit when nothing does."""
     max_len = min(max_len, config.max_seq_len)
     work = _Workload(config, dtype, quantization, chips, max_len, min(max_prefill, max_len))
     if mesh is not None:
