@@ -48,7 +48,7 @@ def run(log: Any = print) -> dict[str, Any]:
     weights = weight_bytes(extract(model))
     rows = []
     for batch in SIZES:
-        engine = ModelEngine(model, slots=batch, max_len=PROMPT + TOKENS, max_prefill=PROMPT)
+        engine = ModelEngine.from_model(model, slots=batch, max_len=PROMPT + TOKENS, max_prefill=PROMPT)
         engine.warm_up()
         rate = decode_rate(engine, batch, config.vocab_size)
         rows.append({"batch": batch, "tokens_per_second": rate})

@@ -231,7 +231,7 @@ def run(plan: Plan, workdir: Path, log: Any = print) -> dict[str, Any]:
     peak, bandwidth = machine["peak_gflops"], machine["bandwidth_gbps"]
     log(f"[bench] peak {peak:.0f} GFLOP/s, read bandwidth {bandwidth:.1f} GB/s")
 
-    engine = ModelEngine(model, slots=plan.batch, max_len=max_len, max_prefill=plan.max_prefill)
+    engine = ModelEngine.from_model(model, slots=plan.batch, max_len=max_len, max_prefill=plan.max_prefill)
     compile_seconds = engine.warm_up()
     ours = offline(engine, items)
     roofline_seconds = useful_flops(config, items) / (machine["peak_gflops"] * 1e9)
@@ -249,7 +249,7 @@ def run(plan: Plan, workdir: Path, log: Any = print) -> dict[str, Any]:
 
     decode = {}
     for quantization in ("none", "int8"):
-        single = ModelEngine(
+        single = ModelEngine.from_model(
             model,
             slots=1,
             max_len=plan.decode_prompt + plan.decode_tokens,

@@ -27,7 +27,7 @@ def _compiled(engine: ModelEngine) -> int:
 @pytest.mark.parametrize("generation", [1, 2, 3])
 def test_continuous_batching_is_token_exact(generation: int, segments: int) -> None:
     model = varied_model(tiny_config(generation), seed=generation)
-    engine = ModelEngine(model, slots=3, max_len=MAX_LEN, max_prefill=16, max_segments=segments)
+    engine = ModelEngine.from_model(model, slots=3, max_len=MAX_LEN, max_prefill=16, max_segments=segments)
     scheduler = Scheduler(engine, max_queued=100)
     rng = np.random.RandomState(generation)
     requests = []
@@ -54,7 +54,7 @@ def test_continuous_batching_is_token_exact(generation: int, segments: int) -> N
 
 
 def test_steady_state_does_not_recompile() -> None:
-    engine = ModelEngine(varied_model(tiny_config(2)), slots=2, max_len=MAX_LEN, max_prefill=32)
+    engine = ModelEngine.from_model(varied_model(tiny_config(2)), slots=2, max_len=MAX_LEN, max_prefill=32)
     engine.warm_up()
     compiled = _compiled(engine)
     assert compiled == 1 + len(buckets(32))

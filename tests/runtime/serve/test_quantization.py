@@ -26,12 +26,14 @@ def test_per_channel_round_trip_is_within_half_a_step() -> None:
     assert np.all(np.abs(restored - np.asarray(weight)) <= step / 2 + 1e-7)
 
 
+@pytest.mark.parametrize("row_shards", [1, 4])
 @pytest.mark.parametrize(("spec", "shape"), [("BTD,DF->BTF", (60, 24)), ("BTD,VD->BTV", (24, 60))])
 def test_int8_product_converted_in_blocks_equals_the_whole_product(
-    spec: str, shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    spec: str, shape: tuple[int, int], row_shards: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On CPU an int8 weight is converted a block of rows at a time (over the contracted axis or the
-    output axis); the result is the product with the whole converted weight."""
+    output axis), blocks within each tensor shard of the rows; the result is the product with the whole
+    converted weight."""
     rng = np.random.RandomState(2)
     values = jnp.asarray(rng.randint(-127, 128, size=shape).astype(np.int8))
     contracted, out = shape if spec.startswith("BTD,D") else shape[::-1]
@@ -41,7 +43,7 @@ def test_int8_product_converted_in_blocks_equals_the_whole_product(
     monkeypatch.setattr(weights, "_BLOCK_VALUES", 7 * 24)  # at most 7 rows of 24 or 2 rows of 60 a block
     blocks = weights._row_blocks(values)
     assert blocks == (10 if shape[0] == 60 else 12)
-    blocked = project(x, Int8(values, scale), spec)
+    blocked = project(x, Int8(values, scale), spec, row_shards)
     np.testing.assert_allclose(np.asarray(blocked), np.asarray(whole), rtol=1e-5, atol=1e-3)
 
 

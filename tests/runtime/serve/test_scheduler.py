@@ -1,7 +1,8 @@
 """The host-side scheduler over the fake engine, whose output is checkable by hand (each sequence counts
 up from its last prompt token): finish reasons, chunked prefill riding with decode steps, round-robin
-chunks so a long prompt never starves a short one, a cancelled request frees its slot at once, a full
-queue refuses, seeds and sampling settings reach the engine; and stop strings in streamed text."""
+chunks so a long prompt never starves a short one, data shards filled in turn with a prompt budget
+each, a cancelled request frees its slot at once, a full queue refuses, seeds and sampling settings
+reach the engine; and stop strings in streamed text."""
 
 from __future__ import annotations
 
@@ -69,6 +70,24 @@ def test_short_prompts_share_a_step_within_the_budget() -> None:
     assert engine.steps[1].chunks == [(3, 8), (2, 2)]  # round-robin: the fourth, then the rest of the third
     assert engine.steps[1].decoding == [0, 1]
     assert [s.tokens for s in sinks] == [[2, 3], [12, 13], [22, 23], [32, 33]]
+
+
+def test_data_shards_get_new_requests_in_turn_and_each_its_own_prompt_budget() -> None:
+    """Slots 0-1 are shard 0, slots 2-3 shard 1: a new request goes to the least-loaded shard, and each
+    shard's prompts are chunked within its own budget and round-robin."""
+    engine = FakeEngine(slots=4, shards=2, max_prefill=8)
+    scheduler = Scheduler(engine, max_queued=4)
+    long, short, tiny = Collect(), Collect(), Collect()
+    scheduler.submit(Request(list(range(100, 112)), 2, long))  # 12 tokens: two chunks
+    scheduler.submit(Request([7] * 5, 2, short))
+    scheduler.submit(Request([9] * 3, 2, tiny))
+    _run(scheduler, [long, short, tiny])
+    assert engine.inserted == [0, 2, 1]  # shard 0, shard 1, then shard 0 again (a tie: the lowest)
+    assert engine.steps[0].chunks == [(0, 8), (2, 5)]  # a full budget on each shard in one step
+    assert engine.steps[1].chunks == [(1, 3)]
+    assert engine.steps[1].decoding == [2]
+    assert engine.steps[2].chunks == [(0, 4)]  # shard 0's round-robin came back to the long prompt
+    assert [long.tokens, short.tokens, tiny.tokens] == [[112, 113], [8, 9], [10, 11]]
 
 
 def test_cancel_frees_the_slot_before_the_next_step() -> None:

@@ -1,8 +1,9 @@
 """A fake engine whose output can be checked by hand: every sequence counts up from its last prompt
 token, ``next = (previous + 1) % vocab_size``, with log-probability -1 (and alternatives -2, -3, ...).
 
-It keeps the real engine's contract (slots, a prompt budget per step shared by up to ``max_segments``
-prompts, one step for every decoding slot plus the prompt pieces) and records each step, so scheduler
+It keeps the real engine's contract (slots split into ``shards`` equal groups, a prompt budget per step
+and shard shared by up to ``max_segments`` prompts, one step for every decoding slot plus the prompt
+pieces, checked) and records each step, so scheduler
 and server tests can check batching without JAX. An optional delay per step stands in for the model's
 time.
 """
@@ -32,11 +33,14 @@ class FakeEngine:
         max_len: int = 512,
         max_prefill: int = 64,
         max_segments: int = 1,
+        shards: int = 1,
         vocab_size: int = 1024,
         step_delay: float = 0.0,
     ) -> None:
+        if slots % shards:
+            raise ValueError(f"slots {slots} is not a multiple of shards {shards}")
         self.slots, self.max_len, self.max_prefill, self.vocab_size = slots, max_len, max_prefill, vocab_size
-        self.max_segments = max_segments
+        self.max_segments, self.shards = max_segments, shards
         self.step_delay = step_delay
         self.steps: list[StepRecord] = []
         self.inserted: list[int] = []
@@ -53,6 +57,10 @@ class FakeEngine:
     def step(self, work: StepWork) -> StepResult:
         if self.step_delay:
             time.sleep(self.step_delay)
+        for shard in range(self.shards):
+            mine = [c for c in work.chunks if c.slot // (self.slots // self.shards) == shard]
+            if len(mine) > self.max_segments or sum(len(c.tokens) for c in mine) > self.max_prefill:
+                raise ValueError(f"shard {shard}: chunks over the budget: {mine}")
         previous = work.tokens.astype(np.int64)
         for chunk in work.chunks:
             previous[chunk.slot] = chunk.tokens[-1]

@@ -13,6 +13,8 @@ never written, never attended.
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -24,6 +26,25 @@ from gemma_runtime.model.layers import apply_rope, softcap
 from gemma_runtime.serve.weights import LayerWeights, Weights, embed, project
 
 Array = jax.Array
+Axes = tuple[str | None, ...]
+
+
+def _as_is(x: Array, axes: Axes) -> Array:
+    return x
+
+
+class Placement(NamedTuple):
+    """How the step lies on devices, in the model's own terms (one device: the defaults). ``constrain``
+    pins an array to its logical axes (the engine maps them to mesh axes through the one table):
+    without it the partitioner may, for one, split new keys over more heads than the cache is split
+    into, and then copy every layer's cache between devices to put it back. ``row_shards``: how many
+    shards split the first axis of "o", "down" and "embedding", for the CPU int8 product."""
+
+    constrain: Callable[[Array, Axes], Array] = _as_is
+    row_shards: Mapping[str, int] = types.MappingProxyType({})
+
+
+ONE_DEVICE = Placement()
 
 
 class StepTokens(NamedTuple):
@@ -140,6 +161,13 @@ def _attend_chunk(
     return out.reshape(c, n, h)
 
 
+def _pin_cache(cache: LayerCache, pin: Callable[[Array, Axes], Array]) -> LayerCache:
+    """The cache as it is stored, so an update is computed where the cache lies (left to itself, the
+    partitioner may compute it split over more heads than the cache is, then gather the whole cache)."""
+    kv = (None, "sequence", "kv_heads", "head_dim")  # [B, S, K, H]
+    return {"k": pin(cache["k"], kv), "v": pin(cache["v"], kv), "pos": pin(cache["pos"], (None, "sequence"))}
+
+
 def _layer(
     config: TransformerConfig,
     attn_type: AttentionType,
@@ -148,6 +176,7 @@ def _layer(
     cache: LayerCache,
     *,
     step: StepTokens,
+    placement: Placement,
 ) -> tuple[Array, LayerCache]:
     """x: [1, B + C, D], decode rows first. Returns the layer's output and its updated cache."""
     b, t = step.decode_tokens.shape[0], x.shape[1]
@@ -167,23 +196,26 @@ def _layer(
     window = config.sliding_window if local else None
 
     # Decode rows: each slot stores its new key, then its one query attends over its cache row.
-    qd, kd, vd = q[0, :b, None], k[0, :b, None], v[0, :b, None]  # [B, 1, *, H]
-    cache = _write_rows(cache, kd, vd, step.decode_positions)
+    pin = placement.constrain
+    kv_axes = (None, None, "kv_heads", "head_dim")
+    qd, kd, vd = q[0, :b, None], pin(k[0, :b, None], kv_axes), pin(v[0, :b, None], kv_axes)  # [B, 1, *, H]
+    cache = _pin_cache(_write_rows(cache, kd, vd, step.decode_positions), pin)
     outs = [_attend_decode(config, qd, cache, positions=step.decode_positions, window=window)[:, 0]]
     if step.chunk_tokens.shape[0]:
         # Chunk slots are not decoding, so their rows are as before. A chunk may be longer than a ring:
         # it attends first and is written after.
-        qc, kc, vc = q[0, b:], k[0, b:], v[0, b:]  # [C, *, H]
+        qc, kc, vc = q[0, b:], pin(k[0, b:], kv_axes[1:]), pin(v[0, b:], kv_axes[1:])  # [C, *, H]
         outs.append(_attend_chunk(config, qc, kc, vc, cache, step=step, window=window))  # [C, N, H]
-        cache = _write_chunk(cache, kc, vc, step)
+        cache = _pin_cache(_write_chunk(cache, kc, vc, step), pin)
 
     attn = jnp.concatenate(outs, axis=0).reshape(1, t, n * hd)  # [1, B + C, N*H]
-    attn = project(attn, w["o"], "BTE,ED->BTD")
+    attn = project(attn, w["o"], "BTE,ED->BTD", placement.row_shards.get("o", 1))
     x = x + rms_norm(attn, w["post_attention_norm"], config.norm_eps)
     h = rms_norm(x, w["pre_ffw_norm"], config.norm_eps)
     gate = project(h, w["gate"], "BTD,DF->BTF")
     up = project(h, w["up"], "BTD,DF->BTF")
-    ffw = project(jax.nn.gelu(gate, approximate=True) * up, w["down"], "BTF,FD->BTD")
+    hidden = jax.nn.gelu(gate, approximate=True) * up  # [1, B + C, F]
+    ffw = project(hidden, w["down"], "BTF,FD->BTD", placement.row_shards.get("down", 1))
     return x + rms_norm(ffw, w["post_ffw_norm"], config.norm_eps), cache
 
 
@@ -195,20 +227,22 @@ def forward(
     *,
     chunk_rows: Array,
     dtype: jnp.dtype,
+    placement: Placement = ONE_DEVICE,
 ) -> tuple[Array, list[LayerCache]]:
     """Logits [B + R, V] (f32): one row per decode slot, then the chunk's rows at indices ``chunk_rows``
     [R] (the engine asks for each segment's last token; a decode-only step asks for none),
-    and the updated cache."""
+    and the updated cache; ``placement`` as the engine lays the step out."""
     tokens = jnp.concatenate([step.decode_tokens, step.chunk_tokens])[None]  # [1, B + C]
     x = embed(weights.embedding, tokens, dtype)
     x = x * jnp.asarray(config.embed_dim**0.5, dtype)  # [1, B + C, D]
     new_cache = []
     for attn_type, w, layer_cache in zip(config.attention_types, weights.layers, cache, strict=True):
-        x, updated = _layer(config, attn_type, w, x, layer_cache, step=step)
+        x, updated = _layer(config, attn_type, w, x, layer_cache, step=step, placement=placement)
         new_cache.append(updated)
     b = step.decode_tokens.shape[0]
     picked = jnp.minimum(b + chunk_rows, x.shape[1] - 1)  # [R]
     rows = jnp.concatenate([x[:, :b], jnp.take(x, picked, axis=1)], axis=1)  # [1, B + R, D]
     hidden = rms_norm(rows, weights.final_norm, config.norm_eps)
-    logits = project(hidden, weights.embedding, "BTD,VD->BTV").astype(jnp.float32)
+    logits = project(hidden, weights.embedding, "BTD,VD->BTV", placement.row_shards.get("embedding", 1))
+    logits = logits.astype(jnp.float32)
     return softcap(logits, config.final_logit_softcap)[0], new_cache

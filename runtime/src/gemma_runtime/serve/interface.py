@@ -25,9 +25,10 @@ class Chunk:
 @dataclasses.dataclass
 class StepWork:
     """Host-side inputs of one step, per slot ([B] arrays): the token to feed and its position (-1 = the
-    slot does not decode this step), and the slot's sampling settings; plus at most one prompt chunk.
+    slot does not decode this step), and the slot's sampling settings; plus prompt chunks.
     ``counters`` number each sequence's draws, so a seeded request draws the same tokens in any batch.
-    The prompt chunks (at most ``Engine.max_segments``, of different slots) hold at most
+    The slots are split into ``Engine.shards`` equal groups (data shards: slot // (B / shards)); each
+    shard's prompt chunks (at most ``Engine.max_segments``, of different slots) hold at most
     ``Engine.max_prefill`` tokens together."""
 
     tokens: np.ndarray  # [B] int32
@@ -55,9 +56,10 @@ class Engine(Protocol):
     """What the scheduler needs from an engine; :class:`ModelEngine` and the tests' fake implement it."""
 
     slots: int
+    shards: int  # data shards: equal groups of slots, each with its own prompt budget
     max_len: int
-    max_prefill: int  # prompt tokens per step
-    max_segments: int  # prompts whose pieces may share a step
+    max_prefill: int  # prompt tokens per step and shard
+    max_segments: int  # prompts whose pieces may share a step, per shard
     vocab_size: int
 
     def insert(self, slot: int) -> None:

@@ -1,4 +1,6 @@
-"""``gemma-runtime serve``: build the service from a :class:`ServeConfig` and run it under uvicorn.
+"""``gemma-runtime serve``: build the service from a :class:`ServeConfig` and its memory plan (checked
+before this: ``serve/plan.py``) and run it under uvicorn. The weights load straight into their shards on
+the plan's data x tensor mesh of this host's devices.
 
 uvicorn owns the signals while it runs: on SIGTERM it stops accepting connections, lets in-flight
 requests finish for up to ``GRACEFUL_SHUTDOWN_S``, cancels what is left, then the app's lifespan stops
@@ -16,36 +18,40 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import uvicorn
-from flax import nnx
+from jax.sharding import Mesh
 
-from gemma_runtime.checkpoint import load_model
 from gemma_runtime.config import ServeConfig
-from gemma_runtime.model import Transformer, preset
+from gemma_runtime.memory import ServingPlan
 from gemma_runtime.serve.engine import ModelEngine
+from gemma_runtime.serve.layout import serving_mesh
+from gemma_runtime.serve.load import load_weights as load_sharded
+from gemma_runtime.serve.load import random_weights
 from gemma_runtime.serve.sampling import SamplingParams
 from gemma_runtime.serve.server import create_app
 from gemma_runtime.serve.service import Service
+from gemma_runtime.serve.weights import Weights
 from gemma_runtime.tokenizer import Tokenizer
+from gemma_runtime.variants import TransformerConfig, preset
 
 log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 30
 
 
-def _dtype(config: ServeConfig) -> jnp.dtype:
-    full = config.dtype == "float32" or (config.dtype == "auto" and jax.default_backend() == "cpu")
-    dtype: jnp.dtype = jnp.dtype(jnp.float32 if full else jnp.bfloat16)
-    return dtype
-
-
-def load_weights(config: ServeConfig) -> Transformer:
-    """The checkpoint's model, or random weights of the variant when there is no checkpoint."""
-    dtype = _dtype(config)
+def load_weights(config: ServeConfig, plan: ServingPlan, mesh: Mesh) -> tuple[TransformerConfig, Weights]:
+    """The checkpoint's weights, or random weights of the variant, straight into their shards."""
+    dtype = jnp.dtype(plan.dtype)
     source = config.model
     if source.checkpoint is None:
         log.warning("no checkpoint: serving random weights of %s", source.variant)
-        return Transformer(preset(source.variant), rngs=nnx.Rngs(0), param_dtype=dtype, dtype=dtype)
-    return load_model(
-        Path(source.checkpoint), variant=source.variant, format=source.format, param_dtype=dtype, dtype=dtype
+        shape = preset(source.variant)
+        return shape, random_weights(shape, dtype=dtype, quantization=config.quantization, mesh=mesh)
+    return load_sharded(
+        Path(source.checkpoint),
+        variant=source.variant,
+        format=source.format,
+        dtype=dtype,
+        quantization=config.quantization,
+        mesh=mesh,
     )
 
 
@@ -64,37 +70,40 @@ def load_tokenizer(config: ServeConfig) -> Tokenizer:
     )
 
 
-def build_engine(config: ServeConfig) -> ModelEngine:
-    model = load_weights(config)
-    max_len = min(config.max_sequence_length, model.config.max_seq_len)
+def build_engine(config: ServeConfig, plan: ServingPlan) -> ModelEngine:
+    """The engine of ``plan`` (its mesh over this host's devices, its slots and lengths)."""
+    mesh = serving_mesh(plan.mesh.data, plan.mesh.tensor, jax.local_devices())
+    shape, weights = load_weights(config, plan, mesh)
     engine = ModelEngine(
-        model,
-        slots=config.max_batch_size,
-        max_len=max_len,
-        max_prefill=min(config.max_prefill_length, max_len),
-        quantization=config.quantization,
+        shape,
+        weights,
+        dtype=jnp.dtype(plan.dtype),
+        mesh=mesh,
+        slots=plan.slots,
+        max_len=plan.max_len,
+        max_prefill=plan.max_prefill,
     )
     seconds = engine.warm_up()
     log.info("compiled %d step shapes in %.1f s", len(engine.buckets) + 1, seconds)
     return engine
 
 
-def build_service(config: ServeConfig) -> Service:
+def build_service(config: ServeConfig, plan: ServingPlan) -> Service:
     tokenizer = load_tokenizer(config)
     sampling = config.sampling
     return Service(
         model_name=config.served_model_name,
         tokenizer=tokenizer,
-        load=lambda: build_engine(config),
+        load=lambda: build_engine(config, plan),
         max_queued=config.max_queued_requests,
         defaults=SamplingParams(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p),
         default_max_tokens=sampling.max_tokens,
     )
 
 
-def serve(config: ServeConfig) -> None:
-    """Run until SIGTERM or SIGINT."""
-    app = create_app(build_service(config))
+def serve(config: ServeConfig, plan: ServingPlan) -> None:
+    """Run until SIGTERM or SIGINT; ``plan`` is ``plan.plan_for_host(config)``, checked before this."""
+    app = create_app(build_service(config, plan))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

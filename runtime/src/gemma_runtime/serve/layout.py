@@ -1,4 +1,4 @@
-"""Where the serving weights live on a ``data`` x ``tensor`` mesh of one host's chips.
+"""Where the serving weights and KV cache live on a ``data`` x ``tensor`` mesh of one host's chips.
 
 Every serving weight is named by logical axes and placed by the one logical-axis table
 (``gemma_runtime.parallel.sharding``) that also shards training: query heads, KV heads, the FFN hidden
@@ -7,20 +7,27 @@ decode slots). A KV-head axis that ``tensor`` does not divide (Gemma 2B and Gemm
 is replicated, as MaxText and JetStream do. The projections are stored as [in, out] matrices with heads
 flattened (``weights.py``), so divisibility is checked on heads, never on the flattened axis: a shard
 never splits a head.
+
+The KV cache is stored [data, slots / data, S, K, H] (positions [data, slots / data, S]): the leading
+shard axis over ``data`` ("batch" in the table), so each data replica holds only its own slots, and KV
+heads over ``tensor`` like the k and v projections that fill them (replicated where those are).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import jax
 from jax.sharding import Mesh, NamedSharding
 
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import named_sharding
+from gemma_runtime.serve.forward import Axes, Placement
 from gemma_runtime.serve.weights import Int8, Weights
 from gemma_runtime.variants import TransformerConfig
 
-Axes = tuple[str | None, ...]
+Array = jax.Array
 
 # (logical axes, units per axis) of each weight, and the logical axes of its int8 scale (the axes that
 # are not contracted). Units: how many heads or rows an axis holds, for the divisibility check.
@@ -49,17 +56,33 @@ def serving_mesh(data: int, tensor: int, devices: Any) -> Mesh:
     return make_mesh(data, 1, tensor, devices)
 
 
+def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
+    """Raise ValueError naming the setting when ``slots`` or ``config`` cannot be laid out on ``mesh``."""
+    data, fsdp, tensor = (mesh.shape[a] for a in ("data", "fsdp", "tensor"))
+    if fsdp != 1:
+        raise ValueError(f"a serving mesh keeps fsdp at 1 (every data replica holds the model), got {fsdp}")
+    if slots % data:
+        raise ValueError(
+            f"max_batch_size {slots} is not a multiple of the mesh's data axis ({data}): every data "
+            f"shard holds the same number of slots; use a multiple of {data}"
+        )
+    if config.num_heads % tensor:
+        raise ValueError(
+            f"mesh data={data} x tensor={tensor}: num_heads {config.num_heads} of {config.name} is not "
+            f"divisible by tensor {tensor} (a shard never splits a head); use a tensor degree that divides it"
+        )
+
+
 def weight_shardings(config: TransformerConfig, mesh: Mesh, quantization: str = "none") -> Weights:
     """A :class:`Weights`-shaped pytree of NamedShardings (None where a layer has no such norm)."""
     int8 = quantization == "int8"
 
     def matrix(name: str) -> Any:
-        axes, first, second = _MATRICES[name]
-        units = (getattr(config, first), getattr(config, second))
+        axes, units = _matrix(config, name)
         values = named_sharding(axes, units, mesh)
         if not int8:
             return values
-        return Int8(values, named_sharding(axes[1:], units[1:], mesh))  # contracted on axis 0
+        return Int8._make((values, named_sharding(axes[1:], units[1:], mesh)))  # contracted on axis 0
 
     def norm(name: str) -> NamedSharding | None:
         present = {
@@ -74,7 +97,57 @@ def weight_shardings(config: TransformerConfig, mesh: Mesh, quantization: str = 
         {**{n: matrix(n) for n in _MATRICES}, **{n: norm(n) for n in _NORMS}}
         for _ in range(config.num_layers)
     ]
-    table_units = (config.vocab_size, config.embed_dim)
-    table = named_sharding(("vocab", "embed"), table_units, mesh)
-    embedding: Any = Int8(table, named_sharding(("vocab",), table_units[:1], mesh)) if int8 else table
-    return Weights(embedding, layers, named_sharding(("embed",), (1,), mesh))
+    axes, units = _matrix(config, "embedding")
+    table = named_sharding(axes, units, mesh)
+    embedding = Int8._make((table, named_sharding(axes[:1], units[:1], mesh))) if int8 else table
+    return Weights._make((embedding, layers, named_sharding(("embed",), (1,), mesh)))
+
+
+def _matrix(config: TransformerConfig, name: str) -> tuple[Axes, tuple[int, int]]:
+    """The logical axes and units of a matrix or of the embedding ("embedding", [V, D])."""
+    if name == "embedding":
+        return ("vocab", "embed"), (config.vocab_size, config.embed_dim)
+    axes, first, second = _MATRICES[name]
+    return axes, (getattr(config, first), getattr(config, second))
+
+
+def placement(config: TransformerConfig, mesh: Mesh) -> Placement:
+    """The step's placement on ``mesh``: logical axes pinned through the table, and the row shards."""
+
+    def constrain(x: Array, axes: Axes) -> Array:
+        pinned: Array = jax.lax.with_sharding_constraint(x, named_sharding(axes, x.shape, mesh))
+        return pinned
+
+    return Placement(constrain, row_shards(config, mesh))
+
+
+def row_shards(config: TransformerConfig, mesh: Mesh) -> dict[str, int]:
+    """How many shards split the first (row) axis of each matrix and of the embedding ("embedding")."""
+
+    def first(name: str) -> int:
+        spec = named_sharding(*_matrix(config, name), mesh).spec
+        axes = spec[0] if spec else None
+        names = () if axes is None else (axes,) if isinstance(axes, str) else axes
+        return math.prod(mesh.shape[a] for a in names)
+
+    return {name: first(name) for name in (*_MATRICES, "embedding")}
+
+
+def cache_shardings(config: TransformerConfig, mesh: Mesh) -> list[dict[str, NamedSharding]]:
+    """A sharding per layer for its keys and values [data, slots / data, S, K, H] and positions."""
+    data = mesh.shape["data"]
+    kv = named_sharding(
+        ("batch", None, "sequence", "kv_heads", "head_dim"), (data, 1, 1, config.num_kv_heads, 1), mesh
+    )
+    pos = named_sharding(("batch", None, "sequence"), (data, 1, 1), mesh)
+    return [{"k": kv, "v": kv, "pos": pos} for _ in config.attention_types]
+
+
+def shard_rows(mesh: Mesh) -> NamedSharding:
+    """Per-step inputs and outputs [data, ...]: each data shard's rows on that shard."""
+    return named_sharding(("batch",), (mesh.shape["data"],), mesh)
+
+
+def logits_sharding(config: TransformerConfig, mesh: Mesh, rows: int) -> NamedSharding:
+    """Logits [rows, V] of every data shard's rows: rows over ``data``, the vocabulary as the embedding."""
+    return named_sharding(("batch", "vocab"), (rows, config.vocab_size), mesh)

@@ -11,7 +11,6 @@ and no whole tensor ever sits on one device, which a 16 GiB chip could not hold 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,6 +42,7 @@ from gemma_runtime.serve.weights import (
     LayerWeights,
     Weight,
     Weights,
+    bytes_per_device,
     extract,
     host_serving_form,
 )
@@ -162,13 +162,3 @@ def random_weights(
 
     weights: Weights = jax.jit(build, out_shardings=weight_shardings(config, mesh, quantization))()
     return weights
-
-
-def bytes_per_device(weights: Weights) -> int:
-    """Bytes of the weights the most loaded device holds."""
-    per: dict[Any, int] = {}
-    for leaf in jax.tree.leaves(weights):
-        shard = math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
-        for device in leaf.sharding.addressable_devices:
-            per[device] = per.get(device, 0) + shard
-    return max(per.values(), default=0)

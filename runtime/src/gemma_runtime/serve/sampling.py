@@ -11,6 +11,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 Array = jax.Array
 NEG_INF = -1e30
@@ -68,6 +69,34 @@ def sample(logits: Array, temperature: Array, top_k: Array, top_p: Array, keys: 
 
     tokens = jax.lax.cond(jnp.any(sampled), draw, lambda: greedy)
     return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+
+
+def top_alternatives(logprobs: Array, k: int, sharding: NamedSharding) -> tuple[Array, Array]:
+    """``lax.top_k(logprobs, k)`` for rows [R, V] laid out by ``sharding`` (rows over ``data``, the
+    vocabulary maybe over ``tensor``): each device takes the top k of its own rows and vocabulary
+    shard, then the shards' candidates are merged (ties to the lower index, as ``lax.top_k``). The
+    partitioner would instead gather the whole operand of XLA's TopK onto every device."""
+    rows, vocab = (*sharding.spec, None, None)[:2]  # mesh axes of each (None: not split)
+
+    def local(x: Array) -> tuple[Array, Array]:  # [R / data, V / tensor]
+        values, indices = jax.lax.top_k(x, k)
+        if vocab is None:
+            return values, indices
+        indices = indices + jax.lax.axis_index(vocab) * x.shape[-1]  # into the whole vocabulary
+        values = jax.lax.all_gather(values, vocab, axis=1, tiled=True)  # [R / data, shards * k]
+        indices = jax.lax.all_gather(indices, vocab, axis=1, tiled=True)
+        values, best = jax.lax.top_k(values, k)
+        return values, jnp.take_along_axis(indices, best, axis=1)
+
+    out = PartitionSpec(rows)
+    merged: tuple[Array, Array] = jax.shard_map(
+        local,
+        mesh=sharding.mesh,
+        in_specs=PartitionSpec(rows, vocab),
+        out_specs=(out, out),
+        check_vma=False,  # the merge is the same on every vocabulary shard: gathered, then top k
+    )(logprobs)
+    return merged
 
 
 def batch_arrays(params: list[SamplingParams]) -> tuple[Array, Array, Array]:

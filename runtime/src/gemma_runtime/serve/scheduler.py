@@ -7,6 +7,10 @@ into pieces and never holds up a short one for more than a step,
 and decoding slots advance every step whatever is being prefilled. Nothing here touches JAX: the engine
 does the arithmetic, the scheduler only updates host state (JetStream's rule).
 
+Data shards: an engine's slots are split into ``engine.shards`` equal groups, each computed by its own
+devices. A new request takes a free slot on the least-loaded shard, so work spreads over them, and each
+shard has its own prompt budget and round-robin every step.
+
 Threads: ``submit`` and ``cancel`` are called from the server's event loop; ``run`` loops on its own
 thread. Sinks are called on the engine thread and must only hand results over (never block).
 """
@@ -104,7 +108,8 @@ class Scheduler:
         self._cancelled: list[Request] = []
         self._wake = threading.Condition()
         self._stopping = False
-        self._next_prefill = 0
+        self._per_shard = engine.slots // engine.shards
+        self._next_prefill = [0] * engine.shards  # per shard, the local slot to look at first
         self._seeds = np.random.default_rng(seed)
         b = engine.slots
         self._temperature = np.zeros(b, np.float32)
@@ -215,9 +220,7 @@ class Scheduler:
                 self._retire(index, "cancelled")
 
     def _admit(self) -> None:
-        for index, active in enumerate(self.slots):
-            if active is not None:
-                continue
+        while (index := self._free_slot()) is not None:
             with self._wake:
                 if not self.waiting:
                     return
@@ -231,6 +234,17 @@ class Scheduler:
             seed = params.seed if params.seed is not None else int(self._seeds.integers(2**32))
             self._seed[index] = seed % 2**32
 
+    def _free_slot(self) -> int | None:
+        """The first free slot of the shard running the fewest sequences (the lowest such shard)."""
+        best, fewest = None, self._per_shard
+        for shard in range(self.engine.shards):
+            first = shard * self._per_shard
+            group = self.slots[first : first + self._per_shard]
+            running = sum(active is not None for active in group)
+            if running < fewest:
+                best, fewest = first + group.index(None), running
+        return best
+
     def _build(self) -> StepWork | None:
         b = self.engine.slots
         tokens = np.zeros(b, np.int32)
@@ -242,29 +256,31 @@ class Scheduler:
             counters[index] = active.request.generated
             if active.decoding:
                 tokens[index], positions[index] = active.next_token, active.next_position
-        chunks = self._next_chunks()
+        chunks = [chunk for shard in range(self.engine.shards) for chunk in self._next_chunks(shard)]
         if not chunks and not (positions >= 0).any():
             return None
         return StepWork(
             tokens, positions, self._temperature, self._top_k, self._top_p, self._seed, counters, chunks
         )
 
-    def _next_chunks(self) -> list[Chunk]:
-        """Pieces of prompts for this step, taking prefilling slots in turn until the budget is spent."""
-        b, budget = self.engine.slots, self.engine.max_prefill
+    def _next_chunks(self, shard: int) -> list[Chunk]:
+        """Pieces of prompts for this step on one shard, taking its prefilling slots in turn until the
+        shard's budget is spent."""
+        b, budget = self._per_shard, self.engine.max_prefill
+        first = shard * b
         chunks: list[Chunk] = []
-        start = self._next_prefill
+        start = self._next_prefill[shard]
         for offset in range(b):
             if budget == 0 or len(chunks) == self.engine.max_segments:
                 break
-            index = (start + offset) % b
+            index = first + (start + offset) % b
             active = self.slots[index]
             if active is None or active.decoding:
                 continue
             prompt, done = active.request.prompt, active.prefilled
             size = min(len(prompt) - done, budget)
             budget -= size
-            self._next_prefill = index + 1
+            self._next_prefill[shard] = index - first + 1
             chunks.append(Chunk(index, prompt[done : done + size], done, done + size == len(prompt)))
         return chunks
 

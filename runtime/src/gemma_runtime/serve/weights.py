@@ -14,6 +14,7 @@ time inside a loop: each block's f32 copy stays in cache and the product runs at
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple, TypeVar
 
 import jax
@@ -252,3 +253,13 @@ def extract(model: Transformer, quantization: str = "none") -> Weights:
 def weight_bytes(weights: Weights) -> int:
     """Bytes of every array in the pytree (what one decode step reads, the embedding once)."""
     return sum(int(leaf.size) * leaf.dtype.itemsize for leaf in jax.tree.leaves(weights))
+
+
+def bytes_per_device(tree: Any) -> int:
+    """Bytes of a pytree of placed arrays (weights, a cache) that the most loaded device holds."""
+    per: dict[Any, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        shard = math.prod(leaf.sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
+        for device in leaf.sharding.addressable_devices:
+            per[device] = per.get(device, 0) + shard
+    return max(per.values(), default=0)
