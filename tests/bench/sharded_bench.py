@@ -22,7 +22,7 @@ from typing import Any
 from tests.bench import results
 from tests.bench.serve_bench import Plan, offline, workload
 
-VARIANT = "tiny"
+VARIANT = "tiny"  # with 8 query heads and 4 KV heads, so every split of 8 devices is a valid mesh
 PLAN = Plan(32, (16, 256), (16, 64), 16, 64, 0, 0, 0, ())
 MESHES: list[tuple[int, int] | None] = [(1, 8), (2, 4), (8, 1), None]  # None: the memory model's choice
 
@@ -39,7 +39,7 @@ def one(mesh: tuple[int, int] | None, devices: int) -> dict[str, Any]:
     from gemma_runtime.serve.weights import bytes_per_device
     from gemma_runtime.variants import preset
 
-    config = preset(VARIANT)
+    config = preset(VARIANT).replace(name="tiny-8-heads", num_heads=8, num_kv_heads=4)
     chips = Chips("cpu", devices, None)
     chosen = plan_serving(
         config,
