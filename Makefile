@@ -94,6 +94,8 @@ bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving an
 	$(PY) -m tests.bench.loss_curve --output bench/loss.json
 	$(PY) -m tests.bench.serve_bench $(BENCH_SERVE_ARGS) --output bench/serve.json
 	$(PY) -m tests.bench.batch_sweep --output bench/sweep.json
+	$(PY) -m tests.bench.sharded_bench --output bench/sharded.json
+	$(PY) -m tests.bench.load_bench --output bench/load.json
 	$(PY) -m tests.bench.report
 
 ##@ Images and deployment
