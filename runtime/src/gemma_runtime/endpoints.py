@@ -1,11 +1,21 @@
-"""A few read-only HTTP routes served from a background thread: what `gemma-runtime train` (/progress,
-/metrics, /healthz) and `gemma-runtime fetch` (/fetch) show the operator, without a web framework."""
+"""What the runtime shows the operator: a few read-only HTTP routes served from a background thread
+(`gemma-runtime train`'s /progress, /metrics, /healthz and `gemma-runtime fetch`'s /fetch, without a web
+framework) while it runs, and a one-line JSON termination message when it ends (the kubelet copies the
+container's ``/dev/termination-log`` into the pod's status, where the operator reads it after the
+process is gone)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+MESSAGE_LIMIT = 4000  # the kubelet keeps at most 4096 bytes of a termination message
 
 # A route answers (content type, body) for a GET of its path (the query string is ignored).
 Route = Callable[[], tuple[str, bytes]]
@@ -43,3 +53,18 @@ class Endpoints:
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(timeout=5)
+
+
+def write_message(path: Path | None, document: dict[str, Any]) -> None:
+    """Write ``document`` where the kubelet picks it up (a long ``error`` is cut to fit); never raises:
+    the message is a report, not the work."""
+    if path is None:
+        return
+    text = json.dumps(document, sort_keys=True)
+    if len(text) > MESSAGE_LIMIT:
+        error = str(document.get("error", ""))
+        text = json.dumps({**document, "error": error[: MESSAGE_LIMIT - len(text) + len(error) - 3] + "..."})
+    try:
+        path.write_text(text)
+    except OSError as err:
+        log.warning("cannot write the termination message to %s: %s", path, err)

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gemma_runtime.endpoints import write_message
 from gemma_runtime.sources import DEFAULT_ENDPOINT, HfRef, SourceError, gcs, parse_hf_uri, snapshot, status
 from gemma_runtime.sources.mirror import Progress, Snapshot
 
@@ -103,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
             )
     except (ValueError, SourceError) as err:
         state.finish(state="failed", error=str(err))
-        status.write_message(message_file, state.snapshot())
+        write_message(message_file, state.snapshot())
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
         logger.setLevel(level)
-    status.write_message(message_file, state.snapshot())
+    write_message(message_file, state.snapshot())
     rate = result.bytes_downloaded / 1e6 / max(result.seconds, 1e-6)
     print(
         f"fetched {ref} ({'generation' if isinstance(ref, gcs.GcsRef) else 'commit'} {result.commit[:12]}) "

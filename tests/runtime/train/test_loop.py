@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from gemma_runtime.config import TrainConfig, load_train_config
@@ -101,6 +102,69 @@ def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Pa
     assert result.steps < 10_000
     assert result.checkpoint.endswith(f"/ck/{result.steps}")
     assert (tmp_path / "ck" / str(result.steps) / "_CHECKPOINT_METADATA").exists()
+
+
+def _progress_when(port: int, check: Any, what: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    progress: dict[str, Any] = {}
+    while not check(progress):
+        assert time.monotonic() < deadline, f"{what}: {progress}"
+        time.sleep(0.05)
+        try:
+            progress = json.loads(_get(port, "/progress")[1])
+        except OSError:
+            continue
+    return progress
+
+
+def test_a_checkpoint_is_reported_only_once_committed_and_the_run_ends_with_its_final_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold Orbax's background finalization of each save open until the test releases it: the step loop
+    # goes on meanwhile, and nothing may name the held checkpoint before it is committed.
+    held, release = threading.Event(), threading.Event()
+    finalize = ocp.CheckpointManager._finalize
+
+    def held_finalize(manager: ocp.CheckpointManager, step: int, steps_to_remove: list[int]) -> None:
+        held.set()
+        release.wait(timeout=120)
+        finalize(manager, step, steps_to_remove)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "_finalize", held_finalize)
+    port, message = free_port(), tmp_path / "termination-log"
+    config = load_train_config(
+        runner.config(
+            tmp_path,
+            "c",
+            training={"steps": 12},
+            checkpoints={"directory": str(tmp_path / "ck"), "interval_steps": 5},
+        )
+    ).model_copy(update={"port": port, "host": "127.0.0.1"})
+    training = loop.Training(config, loop.Options(log_every=1, show_bar=False, message_file=message))
+    outcome = dict[str, Any]()
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", training.run()))
+    thread.start()
+    try:
+        assert held.wait(timeout=120), "the step-5 save never reached its finalization"
+        during = _progress_when(port, lambda p: p.get("step", 0) >= 7, "steps past the held save")
+        assert during["last_checkpoint"] is None, during
+        assert "gemma_train_checkpoint_step 0.0" in _get(port, "/metrics")[1]
+        release.set()
+        after = _progress_when(port, lambda p: bool(p.get("last_checkpoint")), "the committed checkpoint")
+        assert after["last_checkpoint"]["step"] in (5, 10, 12)
+        assert ocp.step.is_checkpoint_finalized(tmp_path / "ck" / str(after["last_checkpoint"]["step"]))
+    finally:
+        release.set()
+        thread.join(timeout=120)
+    result = outcome["result"]
+    assert not result.interrupted
+    assert result.checkpoint == f"{tmp_path / 'ck'}/12"
+    final = json.loads(message.read_text())  # what the kubelet hands the operator after the exit
+    assert final["state"] == "Finished"
+    assert (final["step"], final["total_steps"], final["eta_seconds"]) == (12, 12, 0)
+    assert final["loss"] == pytest.approx(result.losses[12], abs=1e-5)
+    assert final["last_checkpoint"]["step"] == 12
+    assert final["last_checkpoint"]["uri"] == f"{tmp_path / 'ck'}/12"
 
 
 def test_fine_tuning_starts_from_an_imported_checkpoint_and_lora_exports_merged_weights(

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from gemma_runtime.endpoints import Endpoints
@@ -25,7 +24,6 @@ from gemma_runtime.endpoints import Endpoints
 log = logging.getLogger(__name__)
 
 PATH = "/fetch"
-MESSAGE_LIMIT = 4000  # the kubelet keeps at most 4096 bytes of a termination message
 
 
 class FetchStatus:
@@ -74,17 +72,3 @@ def serving(status: FetchStatus, host: str, port: int | None) -> Iterator[int | 
         yield endpoints.port
     finally:
         endpoints.close()
-
-
-def write_message(path: Path | None, document: dict[str, Any]) -> None:
-    """Write the final state where the kubelet picks it up; never fails the fetch."""
-    if path is None:
-        return
-    text = json.dumps(document, sort_keys=True)
-    if len(text) > MESSAGE_LIMIT:
-        error = str(document.get("error", ""))
-        text = json.dumps({**document, "error": error[: MESSAGE_LIMIT - len(text) + len(error) - 3] + "..."})
-    try:
-        path.write_text(text)
-    except OSError as err:
-        log.warning("cannot write the termination message to %s: %s", path, err)

@@ -3,7 +3,10 @@
 
 Saves are asynchronous (the step loop goes on while a background thread writes) and atomic: Orbax writes
 into a temporary folder and renames it when complete, so a crash mid-save leaves the previous
-checkpoint the latest one. Every process calls save and restore; each writes and reads its own shards.
+checkpoint the latest one. A save counts as done only once committed: ``committed`` reports a step
+when Orbax has finished it on every process and its folder is finalized, never when it starts, so what
+the run reports (``/progress``, the log, the metric) can always be restored. Every process calls save
+and restore; each writes and reads its own shards.
 The state is stored as a flat mapping of readable names (``layers.0.attn.q``, ``opt.1.0.mu...``) so a
 checkpoint is inspectable and does not depend on the optimizer's Python classes.
 """
@@ -45,6 +48,7 @@ class Checkpoints:
             max_to_keep=keep, create=True, enable_async_checkpointing=True, save_interval_steps=1
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self._pending: int | None = None  # a save started and not yet seen committed
 
     def latest(self) -> int | None:
         step = self._manager.latest_step()
@@ -58,8 +62,21 @@ class Checkpoints:
         if self._manager.latest_step() == step:
             return
         args = ocp.args.Composite(state=ocp.args.StandardSave(flatten(state)), meta=ocp.args.JsonSave(meta))
-        self._manager.save(step, args=args, force=True)
+        self._manager.save(step, args=args, force=True)  # first waits for the previous save to commit
+        self._pending = step
         log.info("checkpoint: saving step %d to %s", step, self.uri(step))
+
+    def committed(self) -> int | None:
+        """The step of a save that has committed since the last call, else None; never blocks. Orbax
+        clears its in-progress flag after every process finished (or failed) the save, so a failure is
+        raised here and a step is returned only when its folder is finalized."""
+        if self._pending is None or self._manager.is_saving_in_progress():
+            return None
+        step, self._pending = self._pending, None
+        self._manager.check_for_errors()
+        if not ocp.step.is_checkpoint_finalized(self._manager.directory / str(step)):
+            raise RuntimeError(f"checkpoint {self.uri(step)} ended without being committed")
+        return step
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict[str, Any]]:
         """The state saved at ``step``, laid out (shapes, dtypes, shardings) like ``like``."""

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gemma_runtime.config import INTERRUPTED_EXIT_CODE, ConfigError, TrainConfig, load_train_config
+from gemma_runtime.config import (
+    INTERRUPTED_EXIT_CODE,
+    ConfigError,
+    TrainConfig,
+    distributed,
+    load_train_config,
+)
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
@@ -58,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="progress endpoint address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="progress endpoint port (default: none by hand, config's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
+    parser.add_argument(
+        "--message-file",
+        type=Path,
+        metavar="FILE",
+        help="write the final /progress document here when the run ends (the pod's /dev/termination-log)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
@@ -101,6 +114,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from(args)
+        cluster = distributed(os.environ)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -108,11 +122,12 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
 
-    setup.initialize_distributed()
+    setup.initialize_distributed(cluster)
     options = loop.Options(
         metrics_file=args.metrics_file,
         log_every=args.log_every,
         show_bar=False if args.no_progress else None,
+        message_file=args.message_file,
     )
     try:
         result = loop.run(config, options)

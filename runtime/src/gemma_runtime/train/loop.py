@@ -2,13 +2,17 @@
 
 A run resumes from the latest checkpoint when there is one. SIGTERM (preemption, pod deletion) makes
 it save the current step and leave with INTERRUPTED_EXIT_CODE, which the operator's Job failure policy
-turns into a restart of the slice that resumes from that checkpoint.
+turns into a restart of the slice that resumes from that checkpoint. A checkpoint is reported (log,
+``/progress``, metric) once committed, not when its asynchronous save starts. When the run ends,
+process 0 writes its final figures (the ``/progress`` document) as the container's termination message,
+which the operator reads once the process, and its ``/progress``, are gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import json
 import logging
@@ -26,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from gemma_runtime.checkpoint import store
 from gemma_runtime.config import TrainConfig
+from gemma_runtime.endpoints import write_message
 from gemma_runtime.parallel.sharding import batch_sharding
 from gemma_runtime.train import data, flops, lora, progress, setup, step
 from gemma_runtime.train.checkpoints import Checkpoints
@@ -64,6 +69,7 @@ class Options:
     metrics_file: Path | None = None  # one JSON object per logged step (process 0)
     log_every: int = 10
     show_bar: bool | None = None  # None: when stderr is a terminal
+    message_file: Path | None = None  # the final figures as JSON (process 0; /dev/termination-log in a pod)
 
 
 class Training:
@@ -104,6 +110,7 @@ class Training:
         self.tokens_per_step = h.global_batch_size * h.sequence_length
         self.flops_per_token = flops.train_flops_per_token(self.shape, h.sequence_length)
         self.metrics = progress.Metrics()
+        self.figures = progress.Figures(name=config.name, total_steps=h.steps)
         self.server: progress.Server | None = None
         self.result = Result(steps=0, losses={})
         self.last_loss: float | None = None
@@ -142,27 +149,31 @@ class Training:
         self.result.steps = start
         self.metrics.total.set(total)
         self.metrics.step.set(start)
-        figures = progress.Figures(name=self.config.name, total_steps=total, step=start, state="Running")
+        self._tell(step=start, state="Running")
         if self.first and self.config.port:
-            self.server = progress.Server(self.config.host, self.config.port, figures, self.metrics)
+            self.server = progress.Server(self.config.host, self.config.port, self.figures, self.metrics)
         show = self.options.show_bar if self.options.show_bar is not None else sys.stderr.isatty()
         bar = _Bar(total, start) if self.first and show else None
-        started = time.monotonic()
+        started, ended = time.monotonic(), "Failed"  # unless the steps end normally
         try:
             with stop.installed(), _appender(self.options.metrics_file if self.first else None) as out:
                 self._steps(start, stop, bar, out)
             if self.ckpts is not None:
                 self.ckpts.wait()
+                self._committed()
                 if not self.result.interrupted:
                     self._export(Path(self.ckpts.directory) / "model")
+            ended = "Interrupted" if self.result.interrupted else "Finished"
         finally:
             if self.ckpts is not None:
                 self.ckpts.close()
             if bar is not None:
                 bar.close()
+            self._tell(state=ended, **({"eta_seconds": 0} if ended == "Finished" else {}))
             if self.server is not None:
-                self.server.update(state="Interrupted" if self.result.interrupted else "Finished")
                 self.server.close()
+            if self.first:
+                write_message(self.options.message_file, self.figures.as_json())
         how = "interrupted" if self.result.interrupted else "done"
         log.info(
             "training %s at step %d of %d after %.1f s",
@@ -194,6 +205,8 @@ class Training:
                 self._report(done, got, rate.take() if done > start + 1 else None, bar, out)
             if self.ckpts is not None and (self.ckpts.due(done) or done == total):
                 self._checkpoint(done)
+            if self.ckpts is not None:
+                self._committed()
             self.result.steps = done
             if stop.requested.is_set() and done < total:
                 log.warning("stop requested (SIGTERM): saving step %d before exit", done)
@@ -214,10 +227,27 @@ class Training:
         }
         self.ckpts.save(done, self.state, {"step": done, "loss": self.last_loss, "data": position})
         self.metrics.checkpoint_seconds.observe(time.monotonic() - waited)
-        self.metrics.checkpoint_step.set(done)
-        self.result.checkpoint = self.ckpts.uri(done)
+
+    def _committed(self) -> None:
+        """Report a checkpoint whose save has committed since the last look (none while it writes)."""
+        assert self.ckpts is not None
+        step = self.ckpts.committed()
+        if step is None:
+            return
+        uri = self.ckpts.uri(step)
+        self.metrics.checkpoint_step.set(step)
+        self.result.checkpoint = uri
+        log.info("checkpoint: step %d committed to %s", step, uri)
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._tell(last_checkpoint={"step": step, "uri": uri, "time": when})
+
+    def _tell(self, **changes: Any) -> None:
+        """Update the figures behind /progress and the final message (through the server's lock)."""
         if self.server is not None:
-            self.server.update(last_checkpoint={"step": done, "uri": self.ckpts.uri(done)})
+            self.server.update(**changes)
+            return
+        for key, value in changes.items():
+            setattr(self.figures, key, value)
 
     def _report(
         self, done: int, got: dict[str, float], tps: float | None, bar: _Bar | None, out: IO[str] | None
@@ -233,15 +263,14 @@ class Training:
         if tps is not None and mfu is not None:
             m.rate.set(tps)
             m.mfu.set(mfu)
-        if self.server is not None:
-            self.server.update(
-                step=done,
-                loss=got["loss"],
-                learning_rate=got["learning_rate"],
-                tokens_per_second=tps,
-                mfu=mfu,
-                eta_seconds=eta,
-            )
+        self._tell(
+            step=done,
+            loss=got["loss"],
+            learning_rate=got["learning_rate"],
+            tokens_per_second=tps,
+            mfu=mfu,
+            eta_seconds=eta,
+        )
         if out is not None:
             record = {
                 "step": done,

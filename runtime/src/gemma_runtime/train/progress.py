@@ -1,5 +1,6 @@
 """What a training reports: ``/progress`` (JSON the operator copies into the GemmaTraining's status),
-``/metrics`` (Prometheus) and ``/healthz``, served by process 0 from a background thread."""
+``/metrics`` (Prometheus) and ``/healthz``, served by process 0 from a background thread; the same
+``/progress`` document is the container's termination message when the run ends."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Figures:
     mfu: float | None = None
     eta_seconds: float | None = None
     last_checkpoint: dict[str, Any] | None = None
-    state: str = "Starting"  # Starting, Running, Saving, Finished, Interrupted
+    state: str = "Starting"  # Starting, Running, Finished, Interrupted, Failed
 
     def as_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -58,7 +59,9 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
-        self.checkpoint_step = prom.Gauge("gemma_train_checkpoint_step", "Step of the last save.", registry=r)
+        self.checkpoint_step = prom.Gauge(
+            "gemma_train_checkpoint_step", "Step of the last committed checkpoint.", registry=r
+        )
         self.checkpoint_seconds = prom.Histogram(
             "gemma_train_checkpoint_seconds", "Time the step loop waited for a save to start.", registry=r
         )

@@ -101,13 +101,6 @@ def test_cli_failure_message_names_the_uri_not_the_token(
     assert TOKEN not in text
 
 
-def test_long_failure_messages_fit_the_kubelet_limit(tmp_path: Path) -> None:
-    status.write_message(tmp_path / "m", {"state": "failed", "error": "x" * 10_000})
-    text = (tmp_path / "m").read_text()
-    assert len(text) <= status.MESSAGE_LIMIT
-    assert json.loads(text)["error"].endswith("...")
-
-
 def test_two_fetches_into_one_cache_download_once(hub: FakeHub, tmp_path: Path) -> None:
     first_started = threading.Event()
 
