@@ -7,7 +7,9 @@ validates here. Unknown keys are errors, so a typo never silently falls back to 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -177,3 +179,45 @@ def load_serve_config(path: Path) -> ServeConfig:
 
 def load_train_config(path: Path) -> TrainConfig:
     return _load(path, TrainConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """jax.distributed's arguments for this process."""
+
+    coordinator: str
+    processes: int
+    process_id: int
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    value = env.get(name)
+    try:
+        return int(value or "")
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def distributed(env: Mapping[str, str]) -> Distributed | None:
+    """jax.distributed's arguments from the operator's variables; None for a single process.
+
+    One slice: JAX_PROCESS_ID (the Job's completion index). Several slices (a JobSet): the completion
+    index repeats in every slice, so the id is MEGASCALE_SLICE_ID x GEMMA_HOSTS_PER_SLICE + TPU_WORKER_ID.
+    An explicit JAX_PROCESS_ID wins."""
+    address = env.get("JAX_COORDINATOR_ADDRESS")
+    count = _env_int(env, "JAX_PROCESS_COUNT") if env.get("JAX_PROCESS_COUNT") else 1
+    if not address or count <= 1:
+        return None
+    if env.get("JAX_PROCESS_ID"):
+        process = _env_int(env, "JAX_PROCESS_ID")
+    elif env.get("MEGASCALE_SLICE_ID"):
+        hosts = _env_int(env, "GEMMA_HOSTS_PER_SLICE")
+        process = _env_int(env, "MEGASCALE_SLICE_ID") * hosts + _env_int(env, "TPU_WORKER_ID")
+    else:
+        raise ConfigError(
+            f"JAX_PROCESS_COUNT is {count} but neither JAX_PROCESS_ID nor MEGASCALE_SLICE_ID (with "
+            "GEMMA_HOSTS_PER_SLICE and TPU_WORKER_ID) names this process"
+        )
+    if not 0 <= process < count:
+        raise ConfigError(f"process id {process} is outside 0..{count - 1} (JAX_PROCESS_COUNT {count})")
+    return Distributed(address, count, process)

@@ -17,7 +17,7 @@ from gemma_operator.render.env import render
 from gemma_operator.render.placement import place
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.serving import config_hash
-from gemma_operator.render.sources import Mounts, resolve
+from gemma_operator.render.sources import TERMINATION_LOG, Mounts, resolve
 
 COORDINATOR_PORT = 8476  # the TPU process port Google's tooling uses
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -127,7 +127,8 @@ def render_training(
         env.append({"name": "JAX_PLATFORMS", "value": "cpu"})
     pod_spec = runtime_pod_spec(
         image=image,
-        args=["train", "--config", naming.CONFIG_FILE],
+        # The final /progress document outlives the process as the termination message.
+        args=["train", "--config", naming.CONFIG_FILE, "--message-file", TERMINATION_LOG],
         config_map=config_name,
         placement=placement,
         mounts=mounts,
@@ -179,6 +180,35 @@ SLICE_ANNOTATION = "jobset.sigs.k8s.io/job-index"
 EXCLUSIVE_TOPOLOGY = "alpha.jobset.sigs.k8s.io/exclusive-topology"
 
 
+# What a slice's pod gets in place of the single-slice values, which assume one Job's completion index.
+_PER_JOB = {"JAX_COORDINATOR_ADDRESS", "JAX_PROCESS_COUNT", "JAX_PROCESS_ID", "TPU_WORKER_HOSTNAMES"}
+
+
+def _slice_env(
+    env: list[dict[str, Any]], jobset: str, service: str, namespace: str, *, hosts: int, slices: int
+) -> list[dict[str, Any]]:
+    """The distributed environment of a pod in any slice of a JobSet. Every slice shares one pod
+    template, so what differs per slice comes from the pod itself: the slice id from the JobSet's
+    job-index annotation; the slice's own hostnames by the kubelet's $(VAR) expansion of that id (JobSet
+    names pods ``<jobset>-slice-<slice>-<index>``); and no JAX_PROCESS_ID, because the completion index
+    repeats in every slice: the runtime takes MEGASCALE_SLICE_ID x GEMMA_HOSTS_PER_SLICE + TPU_WORKER_ID
+    (gemma_runtime.config.distributed)."""
+    coordinator = f"{jobset}-slice-0-0.{service}.{namespace}.svc"
+    slice_id = {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{SLICE_ANNOTATION}']"}}}
+    hostnames = ",".join(f"{jobset}-slice-$(MEGASCALE_SLICE_ID)-{i}.{service}" for i in range(hosts))
+    return [
+        # First: the kubelet expands $(VAR) only from entries defined before the one that uses it.
+        {"name": "MEGASCALE_SLICE_ID", **slice_id},
+        {"name": "MEGASCALE_NUM_SLICES", "value": str(slices)},
+        {"name": "MEGASCALE_COORDINATOR_ADDRESS", "value": coordinator},
+        {"name": "GEMMA_HOSTS_PER_SLICE", "value": str(hosts)},
+        {"name": "JAX_COORDINATOR_ADDRESS", "value": f"{coordinator}:{COORDINATOR_PORT}"},
+        {"name": "JAX_PROCESS_COUNT", "value": str(hosts * slices)},
+        {"name": "TPU_WORKER_HOSTNAMES", "value": hostnames},
+        *(e for e in env if e["name"] not in _PER_JOB),
+    ]
+
+
 def render_jobset(
     obj: dict[str, Any], training: GemmaTraining, settings: Settings, attempt: int
 ) -> list[dict[str, Any]]:
@@ -193,26 +223,7 @@ def render_jobset(
     namespace = obj["metadata"]["namespace"]
     pod_spec = job["spec"]["template"]["spec"]
     container = pod_spec["containers"][0]
-    workers = [f"{name}-slice-{{slice}}-{i}.{service}" for i in range(hosts)]
-    slice_id = {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{SLICE_ANNOTATION}']"}}}
-    replaced = {
-        "JAX_COORDINATOR_ADDRESS": {
-            "value": f"{name}-slice-0-0.{service}.{namespace}.svc:{COORDINATOR_PORT}"
-        },
-        "JAX_PROCESS_COUNT": {"value": str(hosts * slices)},
-        "TPU_WORKER_HOSTNAMES": {"value": ",".join(workers)},
-    }
-    env = [
-        {"name": e["name"], **replaced.get(e["name"], {k: v for k, v in e.items() if k != "name"})}
-        for e in container["env"]
-    ]
-    env += [
-        {"name": "GEMMA_HOSTS_PER_SLICE", "value": str(hosts)},
-        {"name": "MEGASCALE_NUM_SLICES", "value": str(slices)},
-        {"name": "MEGASCALE_SLICE_ID", **slice_id},
-        {"name": "MEGASCALE_COORDINATOR_ADDRESS", "value": f"{name}-slice-0-0.{service}.{namespace}.svc"},
-    ]
-    container["env"] = env
+    container["env"] = _slice_env(container["env"], name, service, namespace, hosts=hosts, slices=slices)
     pod_spec.pop("subdomain", None)  # JobSet sets the subdomain from spec.network
     jobset = {
         "apiVersion": JOBSET_API,
@@ -232,12 +243,14 @@ def render_jobset(
                 {
                     "name": "slice",
                     "replicas": slices,
+                    # The Job labels, so each slice's Job is found (and watched) by training and attempt.
                     "template": {
+                        "metadata": {"labels": dict(job["metadata"]["labels"])},
                         "spec": {
                             k: v
                             for k, v in job["spec"].items()
                             if k not in ("suspend", "ttlSecondsAfterFinished")
-                        }
+                        },
                     },
                 }
             ],

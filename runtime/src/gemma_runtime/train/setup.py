@@ -4,8 +4,7 @@ its shardings), and global batches built shard by shard."""
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from gemma_runtime.checkpoint import load_model, read_config
 from gemma_runtime.checkpoint.params import abstract_model, variables
-from gemma_runtime.config import CheckpointFormat, TrainConfig
+from gemma_runtime.config import CheckpointFormat, Distributed, TrainConfig
 from gemma_runtime.model import Transformer, TransformerConfig, preset
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import param_shardings, place, variable_sharding
@@ -29,14 +28,22 @@ class TrainError(ValueError):
     """A config that cannot run on the devices or data present; the message names the field."""
 
 
-def initialize_distributed(env: Mapping[str, str] = os.environ) -> None:
-    """jax.distributed from the operator's variables; one process when they are absent."""
-    address, count = env.get("JAX_COORDINATOR_ADDRESS"), int(env.get("JAX_PROCESS_COUNT", "1"))
-    if not address or count <= 1:
+def initialize_distributed(cluster: Distributed | None) -> None:
+    """jax.distributed from the operator's variables (gemma_runtime.config.distributed); nothing for one
+    process."""
+    if cluster is None:
         return
-    process = int(env.get("JAX_PROCESS_ID", "0"))
-    log.info("distributed: process %d of %d, coordinator %s", process, count, address)
-    jax.distributed.initialize(coordinator_address=address, num_processes=count, process_id=process)
+    log.info(
+        "distributed: process %d of %d, coordinator %s",
+        cluster.process_id,
+        cluster.processes,
+        cluster.coordinator,
+    )
+    jax.distributed.initialize(
+        coordinator_address=cluster.coordinator,
+        num_processes=cluster.processes,
+        process_id=cluster.process_id,
+    )
 
 
 def tokenizer_for(config: TrainConfig) -> Tokenizer:

@@ -4,6 +4,7 @@ settings, and a JobSet with MEGASCALE_* variables for several slices."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gemma_operator.api.validation import parse
@@ -74,16 +75,40 @@ def test_several_slices_render_a_jobset_with_megascale_variables() -> None:
     (replicated,) = jobset["spec"]["replicatedJobs"]
     assert replicated["replicas"] == 2
     assert replicated["template"]["spec"]["completions"] == 2
+    assert replicated["template"]["metadata"]["labels"]["gemma.ai/attempt"] == "0"
     env = _env(replicated["template"]["spec"]["template"]["spec"]["containers"][0])
     assert env["MEGASCALE_NUM_SLICES"] == "2"
     assert env["JAX_PROCESS_COUNT"] == "4"
+    assert env["GEMMA_HOSTS_PER_SLICE"] == "2"
     assert env["MEGASCALE_SLICE_ID"] == {
         "fieldRef": {"fieldPath": "metadata.annotations['jobset.sigs.k8s.io/job-index']"}
+    }
+    assert env["TPU_WORKER_ID"] == {
+        "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
     }
     assert (
         env["MEGASCALE_COORDINATOR_ADDRESS"]
         == "gemma2-9b-multislice-a0-slice-0-0.gemma2-9b-multislice.team.svc"
     )
+
+
+def test_a_slice_pod_names_its_own_slice_and_no_per_job_process_id() -> None:
+    """The template is shared by every slice: the completion index repeats in each, so it cannot be the
+    process id, and the slice's hostnames come from the pod's own slice id (kubelet $(VAR) expansion),
+    never a placeholder left in the text."""
+    jobset = _render(sample("training-multislice-v5p"))["JobSet"]
+    assert "{slice}" not in json.dumps(jobset)
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    entries = replicated["template"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in entries]
+    assert "JAX_PROCESS_ID" not in names
+    assert len(names) == len(set(names))
+    hostnames = _env({"env": entries})["TPU_WORKER_HOSTNAMES"].split(",")
+    assert hostnames == [
+        f"gemma2-9b-multislice-a0-slice-$(MEGASCALE_SLICE_ID)-{i}.gemma2-9b-multislice" for i in range(2)
+    ]
+    # The kubelet expands $(VAR) only from variables defined earlier in the list.
+    assert names.index("MEGASCALE_SLICE_ID") < names.index("TPU_WORKER_HOSTNAMES")
 
 
 def test_checkpoint_output_is_mounted_writable() -> None:
