@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="progress endpoint address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="progress endpoint port (default: none by hand, config's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
+    parser.add_argument(
+        "--message-file",
+        type=Path,
+        metavar="FILE",
+        help="write the final /progress document here when the run ends (the pod's /dev/termination-log)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
@@ -121,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_file=args.metrics_file,
         log_every=args.log_every,
         show_bar=False if args.no_progress else None,
+        message_file=args.message_file,
     )
     try:
         result = loop.run(config, options)
