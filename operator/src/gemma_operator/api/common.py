@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from gemma_operator.api import cel
 from gemma_operator.api.base import ApiModel, FieldError
@@ -18,7 +27,19 @@ QUANTITY_PATTERN = (
 )
 URI_PATTERN = r"^(gs|hf|pvc|file)://.+$"
 
-Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
+
+def _quantity(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One error at the field itself, not one per branch of the union (``cpu.int``, ``cpu.constrained-str``:
+    paths that name no field)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "quantity", "must be a Kubernetes quantity: an integer or a string such as 500m, 2Gi or 1.5"
+        ) from None
+
+
+Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], WrapValidator(_quantity), Field()]
 
 
 class ModelVariant(enum.StrEnum):

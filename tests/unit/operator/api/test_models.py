@@ -10,7 +10,7 @@ import pytest
 
 from gemma_operator.api import GemmaServer, GemmaTraining
 from gemma_operator.api.validation import SpecError, parse
-from tests.api_cases import INVALID, SAMPLE_FILES, Invalid, load
+from tests.api_cases import INVALID, SAMPLE_FILES, Invalid, load, merge, sample
 
 
 def _subset(small: Any, big: Any, path: str = "") -> None:
@@ -66,3 +66,14 @@ def test_pydantic_refuses_each_invalid_resource_naming_the_field(case: Invalid) 
 def test_wrong_kind_is_refused() -> None:
     with pytest.raises(SpecError, match="apiVersion/kind"):
         parse({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})
+
+
+def test_a_bad_quantity_is_refused_at_its_own_path() -> None:
+    doc = merge(sample("server-tiny-cpu"), {"spec": {"pod": {"resources": {"requests": {"cpu": "lots"}}}}})
+    with pytest.raises(SpecError) as refused:
+        parse(doc)
+    # One problem at the field, not one per branch of int-or-string (".cpu.int", ".cpu.constrained-str").
+    assert refused.value.problems == [
+        "spec.pod.resources.requests.cpu: must be a Kubernetes quantity: an integer or a string such as "
+        "500m, 2Gi or 1.5"
+    ]

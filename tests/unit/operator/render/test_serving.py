@@ -54,6 +54,15 @@ def test_values_cannot_inject_yaml() -> None:
     }  # fmt: skip
 
 
+def test_any_unicode_value_renders_as_written() -> None:
+    # Beyond U+FFFF JSON writes a surrogate pair, which YAML would read back as two lone surrogates; NEL
+    # and U+2028 are line breaks to YAML 1.1 and C1 controls cannot appear raw.
+    value = "\U0001f680 team \x85 \u2028 \x9f \ufffe \u00e9"
+    doc = merge(sample("server-tiny-cpu"), {"spec": {"pod": {"annotations": {"note": value}}}})
+    template = _render(doc)["Deployment"]["spec"]["template"]
+    assert template["metadata"]["annotations"]["note"] == value
+
+
 def test_tpu_placement_asks_for_one_hosts_chips() -> None:
     pod = _render(sample("server-gemma-7b-v5e"))["Deployment"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {
