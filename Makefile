@@ -70,7 +70,7 @@ verify: manifests ## Regenerate everything generated and fail if git sees a diff
 ##@ Local cluster (real control plane built from Go modules)
 
 .PHONY: cluster-binaries
-cluster-binaries: $(STAMP) ## Find or build etcd, kube-*, kubectl, kwok, helm and fake-gcs-server into ~/.cache/gemma-operator.
+cluster-binaries: $(STAMP) ## Find or build etcd, kube-*, kubectl, kwok, helm, fake-gcs-server and JobSet into ~/.cache/gemma-operator.
 	$(PY) -m tests.cluster.harness binaries
 
 .PHONY: cluster

@@ -4,7 +4,6 @@ entries), gives gemma_runtime a distinct jax process id and the hostnames of its
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -15,33 +14,7 @@ from gemma_operator.offline import PLACEHOLDER_UID
 from gemma_operator.render.training import render_workload
 from gemma_runtime.config import ConfigError, distributed
 from tests.api_cases import merge, sample
-
-_FIELD = re.compile(r"metadata\.annotations\['([^']+)'\]")
-_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def _expand(value: str, defined: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: a defined name is replaced, $$ is a literal $, others stay."""
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return defined.get(match.group(1), match.group(0))
-
-    return _REFERENCE.sub(one, value)
-
-
-def _kubelet_env(entries: list[dict[str, Any]], annotations: dict[str, str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for entry in entries:
-        if "valueFrom" in entry:
-            path = entry["valueFrom"]["fieldRef"]["fieldPath"]
-            match = _FIELD.fullmatch(path)
-            assert match, f"{entry['name']}: an unexpected field {path}"
-            env[entry["name"]] = annotations[match.group(1)]
-        else:
-            env[entry["name"]] = _expand(entry["value"], env)
-    return env
+from tests.kubelet import resolve_env
 
 
 def _jobset(name: str, **spec: Any) -> dict[str, Any]:
@@ -63,7 +36,7 @@ def _pods(jobset: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
                 "batch.kubernetes.io/job-completion-index": str(index),
             }
             hostname = f"{jobset['metadata']['name']}-{replicated['name']}-{slice_id}-{index}"
-            pods.append((hostname, _kubelet_env(entries, annotations)))
+            pods.append((hostname, resolve_env(entries, {"annotations": annotations})))
     return pods
 
 

@@ -14,6 +14,7 @@ from tests.cluster.harness import demo
 from tests.cluster.harness.binaries import BuildError, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.gcs import ensure_fake_gcs
+from tests.cluster.harness.jobset import ensure_jobset
 
 STATE_DIR = Path(".cluster")
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             print(ensure_binaries())
             print(ensure_fake_gcs())  # the Cloud Storage emulator of the gs:// tests
+            print(ensure_jobset())  # the JobSet controller of the multislice tests
             print(f"[cluster-binaries] ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
             return 0
         if args.command == "up":

@@ -148,7 +148,8 @@ def _line_kind(line: str) -> str | None:
     return None
 
 
-def _module_gomod(module: str, version: str, cwd: Path) -> str:
+def module_download(module: str, version: str, cwd: Path) -> dict[str, str]:
+    """``go mod download -json``: where the module's go.mod (``GoMod``) and source (``Dir``) are."""
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         cwd=cwd,
@@ -158,8 +159,12 @@ def _module_gomod(module: str, version: str, cwd: Path) -> str:
     )
     if out.returncode != 0:
         raise BuildError(f"cannot download {module}@{version}: {out.stdout}{out.stderr}")
-    info = json.loads(out.stdout)
-    return Path(info["GoMod"]).read_text()
+    info: dict[str, str] = json.loads(out.stdout)
+    return info
+
+
+def _module_gomod(module: str, version: str, cwd: Path) -> str:
+    return Path(module_download(module, version, cwd)["GoMod"]).read_text()
 
 
 def staging_replacements(kubernetes_gomod: str) -> list[str]:
