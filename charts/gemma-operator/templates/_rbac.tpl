@@ -51,10 +51,11 @@ and patch; nothing here touches Secrets. */}}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
-# kopf posts core v1 Events when a handler fails.
+# kopf posts core v1 Events when a handler fails; a training's pods that cannot be created are told
+# only by the Job controller's FailedCreate Events, which status reads.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs in every mode. */}}

@@ -2,13 +2,16 @@
 operator process; then manifests/gemma-server.yaml, the tiny CPU server and a tiny training, converging
 live in `kubectl get gemma`. The tiny server's pod gets a real `gemma-runtime serve` on its IP, which
 answers a completion through the OpenAI-compatible API at the end; the tiny training's pod gets a real
-`gemma-runtime train`, whose progress the operator copies into `kubectl get gemmatrainings`."""
+`gemma-runtime train`, whose progress the operator copies into `kubectl get gemmatrainings`; when it
+exits, its pod ends with its exit code and final figures, as a kubelet would end it."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -16,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from gemma_runtime.train.command import sample_data
-from tests.api_cases import REPO, load, merge, sample
+from tests.api_cases import REPO, load, sample
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.operator import OperatorProcess
-from tests.cluster.harness.runtime import RuntimeProcess, rendered_config
+from tests.cluster.harness.runtime import RuntimeProcess, end_pod, rendered_config
 from tests.cluster.harness.wait import wait_for
 
 POOL_COLUMNS = ",".join(
@@ -36,11 +39,13 @@ def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def _pod_ip(cluster: LocalCluster, label: str) -> str:
-    def probe() -> str | None:
+def _running_pod(cluster: LocalCluster, label: str) -> tuple[str, str]:
+    """(name, IP) of a running pod labelled ``label``."""
+
+    def probe() -> tuple[str, str] | None:
         pods = json.loads(cluster.kubectl("get", "pods", "-l", label, "-o", "json"))["items"]
         running = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
-        return str(running[0]["status"]["podIP"]) if running else None
+        return (running[0]["metadata"]["name"], running[0]["status"]["podIP"]) if running else None
 
     return wait_for(probe, 120, f"a running pod labelled {label}")
 
@@ -48,12 +53,12 @@ def _pod_ip(cluster: LocalCluster, label: str) -> str:
 def _start_runtimes(cluster: LocalCluster, workdir: Path, started: list[RuntimeProcess]) -> None:
     """Real runtimes for the tiny server's and the tiny training's pods (on their loopback pod IPs),
     added to ``started`` as each starts, so an interrupt in between still stops the first."""
-    server_ip = _pod_ip(cluster, "gemma.ai/server=tiny")
+    _, server_ip = _running_pod(cluster, "gemma.ai/server=tiny")
     serve = rendered_config(cluster, "gemma.ai/server=tiny")
     server = RuntimeProcess("serve", {**serve, "host": server_ip}, workdir)
     started.append(server)
     print(f"gemma-runtime serve on the tiny server's pod IP {server_ip}:{serve['port']} (log {server.log})")
-    train_ip = _pod_ip(cluster, "gemma.ai/training=tiny-train")
+    train_pod, train_ip = _running_pod(cluster, "gemma.ai/training=tiny-train")
     train = rendered_config(cluster, "gemma.ai/training=tiny-train")
     # The image's sample text and checkpoint folder, as paths of this machine.
     train["data"] = {**train["data"], "path": str(sample_data())}
@@ -61,6 +66,19 @@ def _start_runtimes(cluster: LocalCluster, workdir: Path, started: list[RuntimeP
     trainer = RuntimeProcess("train", {**train, "host": train_ip}, workdir)
     started.append(trainer)
     print(f"gemma-runtime train on the tiny training's pod IP {train_ip}:{train['port']} (log {trainer.log})")
+    # The kubelet's part: the pod ends when the process does, with its final figures.
+    threading.Thread(
+        target=_end_training_pod, args=(cluster, train_pod, trainer), name="end-train-pod", daemon=True
+    ).start()
+
+
+def _end_training_pod(cluster: LocalCluster, pod: str, trainer: RuntimeProcess) -> None:
+    try:
+        code = end_pod(cluster, "default", pod, trainer)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:  # the demo stopped first
+        print(f"(the training's pod was not ended: {err})", flush=True)
+        return
+    print(f"gemma-runtime train exited with {code}: its pod {pod} ends with its final figures", flush=True)
 
 
 def _complete(host: str, port: int, model: str) -> dict[str, Any]:
@@ -124,12 +142,11 @@ def run() -> int:
         try:
             banner("kubectl apply -f manifests/gemma-server.yaml, the tiny CPU server and a tiny training")
             cluster.kubectl("create", "secret", "generic", "hf-token", "--from-literal=token=hf_demo")
-            # kwok completes the training's pod after this delay; the real run takes about a minute here.
-            training = merge(
+            docs = [
+                load(REPO / "manifests" / "gemma-server.yaml"),
+                sample("server-tiny-cpu"),
                 sample("training-tiny-cpu"),
-                {"spec": {"pod": {"annotations": {"kwok.gemma.ai/succeed-after": "75s"}}}},
-            )
-            docs = [load(REPO / "manifests" / "gemma-server.yaml"), sample("server-tiny-cpu"), training]
+            ]
             print(
                 cluster.kubectl("apply", "-f", "-", input_text="\n---\n".join(json.dumps(d) for d in docs)),
                 flush=True,

@@ -1,6 +1,8 @@
 """Run the real `gemma-runtime` for a pod of the local control plane: kwok pods run no containers, so the
 demo (and tests) start the runtime on the pod's loopback IP with the config the operator rendered into
-the pod's ConfigMap, changing only what a laptop cannot have (image paths, a checkpoint folder)."""
+the pod's ConfigMap, changing only what a laptop cannot have (image paths, a checkpoint folder). When
+the process ends, ``end_pod`` does the kubelet's part: the pod ends with the process's exit code and
+its termination message."""
 
 from __future__ import annotations
 
@@ -39,11 +41,12 @@ class RuntimeProcess:
         self.config_path = self._dir / "runtime.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log = self._dir / f"{command}.log"
+        self.message = self._dir / "termination-log"  # the container's /dev/termination-log
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
         self._log_file: IO[bytes] = self.log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gemma_runtime", command, "--config", str(self.config_path)]
-            + (["--no-progress"] if command == "train" else []),
+            + (["--no-progress", "--message-file", str(self.message)] if command == "train" else []),
             env={**env, "JAX_PLATFORMS": "cpu"},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -65,3 +68,15 @@ class RuntimeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log_file.close()
+
+
+def end_pod(
+    cluster: LocalCluster, namespace: str, pod: str, runtime: RuntimeProcess, timeout: float = 600
+) -> int:
+    """Wait for ``runtime`` to exit, then end its kwok pod as a kubelet would: Succeeded or Failed with
+    the exit code, the runtime's termination message in the container status. Returns the exit code."""
+    code = runtime.proc.wait(timeout=timeout)
+    message = runtime.message.read_text() if runtime.message.exists() else ""
+    ending = "kwok.gemma.ai/succeed-after=0s" if code == 0 else f"kwok.gemma.ai/fail-exit-code={code}"
+    cluster.kubectl("-n", namespace, "annotate", "pod", pod, ending, f"kwok.gemma.ai/exit-message={message}")
+    return code

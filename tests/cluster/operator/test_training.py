@@ -24,10 +24,13 @@ from tests.api_cases import merge, sample
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.nodes import V5E_2X4, V5E_4X4
 from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.runtime import RuntimeProcess, end_pod
 from tests.cluster.harness.wait import wait_for
 
 FINETUNE = merge(sample("training-gemma-2b-v5e"), {"spec": {"pod": {"serviceAccountName": None}}})
 FINETUNE["spec"]["pod"] = {}
+INDEX = "batch.kubernetes.io/job-completion-index"
+SUCCEED_NOW = "kwok.gemma.ai/succeed-after=0s"
 
 
 def _apply(cluster: LocalCluster, namespace: str, doc: dict[str, Any]) -> None:
@@ -261,6 +264,81 @@ def test_progress_from_the_real_runtime_on_pod_0_shows_in_kubectl_get(
     assert row[-4] == "Running"  # PHASE, STEP, LOSS, then AGE
     assert int(row[-3]) >= 20
     assert 0 < float(row[-2]) < 8
+
+
+def test_a_finished_training_shows_its_final_figures_though_the_operator_missed_its_end(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    _apply(crds, namespace, FINETUNE)
+    pods = _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+    (pod0,) = [p for p in pods if p["metadata"]["annotations"][INDEX] == "0"]
+    config = _runtime_config(crds, namespace, "gemma-2b-finetune", pod0["status"]["podIP"], tmp_path / "ck")
+    config["training"]["steps"] = 30
+    # The whole run happens while the operator is away: only the ended pod can tell how it finished.
+    running_operator.stop()
+    runtime = RuntimeProcess("train", config, tmp_path)
+    try:
+        code = end_pod(crds, namespace, pod0["metadata"]["name"], runtime, timeout=300)
+    finally:
+        runtime.stop()
+    assert code == 0, runtime.tail()
+    for pod in pods:
+        if pod is not pod0:
+            crds.kubectl("-n", namespace, "annotate", "pod", pod["metadata"]["name"], SUCCEED_NOW)
+    running_operator.start()
+    status = _status(
+        crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Succeeded", "Succeeded"
+    )
+    progress = status["progress"]
+    assert (progress["step"], progress["totalSteps"], progress["etaSeconds"]) == (30, 30, 0)
+    assert 0 < progress["loss"] < 8
+    assert status["lastCheckpoint"]["step"] == 30
+    assert status["lastCheckpoint"]["uri"] == f"{tmp_path / 'ck'}/30"
+    assert (tmp_path / "ck" / "30").is_dir()
+    row = crds.kubectl("-n", namespace, "get", "gemmatrainings").splitlines()[1].split()
+    assert (row[-4], row[-3]) == ("Succeeded", "30")  # PHASE, STEP, LOSS, then AGE
+
+
+def test_pods_that_cannot_be_created_leave_the_training_degraded_with_the_controllers_reason(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    # The sample's ServiceAccount, which this namespace does not have (yet).
+    _apply(crds, namespace, merge(FINETUNE, {"spec": {"pod": {"serviceAccountName": "gemma-trainer"}}}))
+
+    def degraded(status: dict[str, Any]) -> dict[str, Any] | None:
+        return next((c for c in status.get("conditions", []) if c["type"] == "Degraded"), None)
+
+    status = _status(
+        crds,
+        namespace,
+        "gemma-2b-finetune",
+        lambda s: (degraded(s) or {}).get("status") == "True",
+        "Degraded",
+    )
+    condition = degraded(status)
+    assert condition is not None
+    assert status["phase"] == "Pending"
+    assert condition["reason"] == "FailedCreate"
+    assert 'serviceaccount "gemma-trainer" not found' in condition["message"]
+    assert condition["message"].startswith("Job gemma-2b-finetune-a0 cannot create pods: ")
+    running = next(c for c in status["conditions"] if c["type"] == "Running")
+    assert running["message"] == f"0/4 hosts running: {condition['message']}"
+    selector = "involvedObject.kind=GemmaTraining,reason=FailedCreate"
+    events = json.loads(
+        crds.kubectl("-n", namespace, "get", "events", "--field-selector", selector, "-o", "json")
+    )["items"]
+    assert [e["type"] for e in events] == ["Warning"]
+    assert 'serviceaccount "gemma-trainer" not found' in events[0]["message"]
+    # Fixed by the user: the Job controller retries, the pods run, and Degraded clears.
+    crds.kubectl("-n", namespace, "create", "serviceaccount", "gemma-trainer")
+    _status(
+        crds,
+        namespace,
+        "gemma-2b-finetune",
+        lambda s: s.get("phase") == "Running" and (degraded(s) or {}).get("status") == "False",
+        "Running and no longer Degraded",
+        timeout=180,
+    )
 
 
 def test_suspend_resume_delete_and_operator_restart_converge(

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from gemma_operator.api.base import ApiModel
 
-# GemmaServer
+# GemmaServer (Degraded and Suspended: both kinds)
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
@@ -22,7 +22,7 @@ FAILED = "Failed"
 SOURCES_READY = "SourcesReady"
 
 SERVER_CONDITIONS = (READY, PROGRESSING, DEGRADED, SUSPENDED, SOURCES_READY)
-TRAINING_CONDITIONS = (RUNNING, SUCCEEDED, FAILED, SUSPENDED, SOURCES_READY)
+TRAINING_CONDITIONS = (RUNNING, SUCCEEDED, FAILED, SUSPENDED, DEGRADED, SOURCES_READY)
 
 
 class Condition(ApiModel):

@@ -246,12 +246,19 @@ class GemmaTrainingStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Running, Succeeded, Failed, Suspended.",
+        description=(
+            "Running, Succeeded, Failed, Suspended, Degraded (pods cannot be created or scheduled), "
+            "SourcesReady."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     accelerator: ResolvedAccelerator | None = Field(None, description="The slice as resolved.")
-    progress: Progress | None = Field(None, description="Pulled from the runtime on pod 0.")
-    last_checkpoint: CheckpointStatus | None = Field(None, description="Latest saved checkpoint.")
+    progress: Progress | None = Field(
+        None, description="Pulled from the runtime on pod 0; its final figures once it exited."
+    )
+    last_checkpoint: CheckpointStatus | None = Field(
+        None, description="Latest committed checkpoint (one a restart can resume from)."
+    )
     restarts: int = Field(0, description="Restarts counted against failurePolicy.maxRestarts.", ge=0)
     attempt: int = Field(
         0, description="Current attempt: every restart of the slice, counted or not, adds one.", ge=0

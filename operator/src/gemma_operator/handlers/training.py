@@ -1,5 +1,6 @@
 """GemmaTraining handlers: create/update/resume apply the config, the headless Service and the current
-attempt's Job (or JobSet); a timer pulls progress from pod 0; Job and pod events refresh status at once.
+attempt's Job (or JobSet); a timer pulls progress from pod 0 (its termination message once it exited)
+and reads the workload's FailedCreate Events; Job and pod events refresh status at once.
 When the slice fails, status records the restart first, then the next attempt's workload replaces the
 failed one, so a crash in between never counts a restart twice or leaves two attempts running."""
 
@@ -109,6 +110,10 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
         pods=pods,
         progress=_progress(ctx, pods),
         fetches=fetch_progress(ctx, pods),
+        # Pods missing: the controller may have been refused creating them (its Events say why).
+        events=_warnings(ctx, namespace, observed_workload, name, attempt)
+        if len(pods) < placement_hosts
+        else [],
     )
     decision = status_of.decide(
         previous=previous,
@@ -135,14 +140,35 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _progress(ctx: Context, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Pod 0's /progress (the runtime serves it on process 0 only)."""
+    """Pod 0's /progress (the runtime serves it on process 0 only), or its final figures once exited."""
     for pod in pods:
         annotations = pod["metadata"].get("annotations", {})
-        first = annotations.get(INDEX_ANNOTATION) == "0" and annotations.get(SLICE_ANNOTATION, "0") == "0"
+        if annotations.get(INDEX_ANNOTATION) != "0" or annotations.get(SLICE_ANNOTATION, "0") != "0":
+            continue
         ip = pod.get("status", {}).get("podIP")
-        if first and ip and pod.get("status", {}).get("phase") == "Running":
+        if ip and pod.get("status", {}).get("phase") == "Running":
             return ctx.pull(ip, "/progress")
+        return status_of.final_progress(pod)
     return None
+
+
+def _warnings(
+    ctx: Context, namespace: str, workload: dict[str, Any] | None, name: str, attempt: int
+) -> list[dict[str, Any]]:
+    """Warning Events of the workload and, for a JobSet, of its Jobs (where pod creation fails)."""
+    if workload is None:
+        return []
+    owners = [workload]
+    if workload.get("kind") == "JobSet":
+        selector = f"{naming.TRAINING_LABEL}={name},{ATTEMPT_LABEL}={attempt}"
+        owners += ctx.kube.list("batch/v1", "Job", namespace, label_selector=selector)
+    events: list[dict[str, Any]] = []
+    for owner in owners:
+        uid = owner["metadata"].get("uid")
+        if uid:
+            selector = f"involvedObject.uid={uid},type=Warning"
+            events += ctx.kube.list("v1", "Event", namespace, field_selector=selector)
+    return events
 
 
 def _delete_old_attempts(ctx: Context, obj: dict[str, Any], kinds: tuple[str, str], attempt: int) -> None:

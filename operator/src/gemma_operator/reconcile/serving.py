@@ -12,14 +12,8 @@ from typing import Any
 from gemma_operator.api.conditions import DEGRADED, PROGRESSING, READY, SUSPENDED
 from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import Cond, merge
+from gemma_operator.reconcile.pods import pod_problem
 
-BAD_WAITING = {
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "CreateContainerConfigError",
-    "InvalidImageName",
-}
 WARNINGS = {READY: False, DEGRADED: True}  # which status of a condition is bad news
 
 
@@ -32,32 +26,6 @@ class Observed:
     pods: Sequence[Mapping[str, Any]]
     stats: Sequence[Mapping[str, Any]] = ()
     fetches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # pod -> /fetch
-
-
-def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message) of the first thing keeping a pod from serving, if any."""
-    for pod in pods:
-        name = pod.get("metadata", {}).get("name", "?")
-        status = pod.get("status", {})
-        for cond in status.get("conditions", []):
-            if (
-                cond.get("type") == "PodScheduled"
-                and cond.get("status") == "False"
-                and cond.get("reason") == "Unschedulable"
-            ):
-                return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
-        for container in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
-            waiting = container.get("state", {}).get("waiting", {})
-            where = f"pod {name} container {container.get('name')}"
-            if waiting.get("reason") in BAD_WAITING:
-                return str(waiting["reason"]), f"{where}: {waiting.get('message', waiting['reason'])}"
-            last = container.get("lastState", {}).get("terminated", {})
-            if last.get("reason") == "OOMKilled":
-                return (
-                    "OOMKilled",
-                    f"{where} ran out of memory (OOMKilled): raise spec.pod.resources.limits.memory",
-                )
-    return None
 
 
 def conditions(suspended: bool, observed: Observed) -> list[Cond]:

@@ -1,6 +1,8 @@
-"""A GemmaTraining's status and its one decision, from its current attempt's Job (or JobSet), the pods
-and pod 0's /progress: Pending -> Running -> Succeeded or Failed, Suspended; and when the slice failed,
-whether to restart it and whether that restart counts against failurePolicy.maxRestarts.
+"""A GemmaTraining's status and its one decision, from its current attempt's Job (or JobSet), the pods,
+pod 0's /progress (or, once its runtime has exited, the same figures from its termination message) and
+the workload's FailedCreate Events: Pending -> Running -> Succeeded or Failed, Suspended; Degraded while
+pods cannot be created or scheduled; and when the slice failed, whether to restart it and whether that
+restart counts against failurePolicy.maxRestarts.
 
 Disruptions do not count: a pod with the DisruptionTarget condition (preemption, eviction for node
 maintenance, Kueue preemption) or a runtime that exits with RETRY_EXIT_CODE (it asks for a fresh slice,
@@ -11,16 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gemma_operator.api.conditions import FAILED, RUNNING, SUCCEEDED, SUSPENDED
+from gemma_operator.api.conditions import DEGRADED, FAILED, RUNNING, SUCCEEDED, SUSPENDED
 from gemma_operator.api.training import RETRY_EXIT_CODE
 from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import Cond, merge, timestamp
+from gemma_operator.reconcile.pods import create_failure, pod_problem
 
 HISTORY = 20
-WARNINGS = {FAILED: True}
+WARNINGS = {FAILED: True, DEGRADED: True}
+RUNTIME_CONTAINER = "runtime"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +35,23 @@ class Observed:
     pods: Sequence[Mapping[str, Any]]
     progress: Mapping[str, Any] | None = None
     fetches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # pod -> /fetch
+    events: Sequence[Mapping[str, Any]] = ()  # Warning Events of the workload (and a JobSet's Jobs)
+
+
+def final_progress(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Pod 0's last /progress document, which the runtime leaves as its termination message when it
+    exits; None while it runs, or when the message is not that document (a crash's last log lines)."""
+    for container in pod.get("status", {}).get("containerStatuses", []) or []:
+        if container.get("name") != RUNTIME_CONTAINER:
+            continue
+        message = (container.get("state", {}).get("terminated") or {}).get("message")
+        try:
+            document = json.loads(message) if message else None
+        except ValueError:
+            return None
+        if isinstance(document, dict) and "step" in document and "total_steps" in document:
+            return document
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +139,7 @@ def _progress(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _conditions(true: str | None, reason: str, message: str = "") -> list[Cond]:
     """The four conditions, ``true`` (if any) set with ``reason`` and ``message``; Suspended says so."""
-    out = []
+    out = []  # Degraded is added by decide
     for kind in (RUNNING, SUCCEEDED, FAILED, SUSPENDED):
         if kind == true:
             out.append(Cond(kind, True, reason, message))
@@ -181,6 +203,7 @@ def decide(
             }
     workload = observed.workload or {}
     restart: Restart | None = None
+    problem: tuple[str, str] | None = None  # Degraded: why a pending slice cannot start
     if blocked is not None:
         phase, conds = "Failed", _conditions(FAILED, "Blocked", blocked)
     elif (
@@ -211,8 +234,14 @@ def decide(
         phase = "Pending"
         running = sum(1 for p in observed.pods if p.get("status", {}).get("phase") == "Running")
         conds = _conditions(None, "Pending", f"{running}/{observed.hosts} hosts running")
+        problem = pod_problem(observed.pods) or create_failure(observed.events)
+        if problem is not None:  # what keeps the slice from starting
+            conds[0] = Cond(
+                RUNNING, False, problem[0], f"{running}/{observed.hosts} hosts running: {problem[1]}"
+            )
     status["phase"] = phase
-    conds = [*conds, _source(observed, phase)]
+    degraded = Cond(DEGRADED, False, "AsExpected", "") if problem is None else Cond(DEGRADED, True, *problem)
+    conds = [*conds, degraded, _source(observed, phase)]
     status["conditions"] = merge(previous.get("conditions", []), conds, generation, now)
     return Decision(status, restart)
 

@@ -61,6 +61,8 @@ def runtime_pod_spec(
         "ports": ports or [],
         "resources": placement.resources,
         "securityContext": CONTAINER_SECURITY,
+        # The runtime's own message when it writes one (train), else its last log lines after a crash.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/gemma", "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},

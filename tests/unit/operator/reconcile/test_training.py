@@ -1,14 +1,17 @@
 """GemmaTraining decisions: Pending until every host runs, Running with progress, Succeeded with a
 completion time, and after a failed slice a restart that counts only application errors (a disruption
 or exit code 42 named by the Job's pod failure policy does not) until maxRestarts gives Failed for good;
-Suspended; blocked when the workload cannot exist; a bounded restart history."""
+Suspended; blocked when the workload cannot exist; a bounded restart history; the final figures from pod
+0's termination message; Degraded while pods cannot be created or scheduled."""
 
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
-from gemma_operator.reconcile.training import Observed, decide, failure
+from gemma_operator.reconcile.conditions import EventSpec, transitions
+from gemma_operator.reconcile.training import WARNINGS, Observed, decide, failure, final_progress
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.UTC)
 
@@ -133,3 +136,84 @@ def test_restart_history_is_bounded() -> None:
     status = _decide(Observed(1, disruption, []), previous={"attempt": 20, "restartHistory": history}).status
     assert len(status["restartHistory"]) == 20
     assert status["restartHistory"][-1]["reason"].startswith("DisruptionTarget")
+
+
+def _finished_pod(message: str, container: str = "runtime") -> dict[str, Any]:
+    terminated = {"exitCode": 0, "reason": "Completed", "message": message}
+    return _pod(0, "Succeeded", containerStatuses=[{"name": container, "state": {"terminated": terminated}}])
+
+
+def test_the_final_figures_come_from_pod_0s_termination_message_after_it_exits() -> None:
+    document = {
+        "name": "t",
+        "total_steps": 200,
+        "step": 200,
+        "loss": 1.25,
+        "eta_seconds": 0,
+        "state": "Finished",
+        "last_checkpoint": {"step": 200, "uri": "gs://b/ck/200", "time": "2026-11-21T11:59:58Z"},
+    }
+    final = final_progress(_finished_pod(json.dumps(document)))
+    assert final == document
+    live = {"step": 170, "total_steps": 200, "loss": 1.5, "eta_seconds": 7.2}
+    running = _decide(Observed(1, _job(), [_pod(0)], live)).status
+    complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    done = _decide(
+        Observed(1, complete, [_finished_pod(json.dumps(document))], final), previous=running
+    ).status
+    assert done["phase"] == "Succeeded"
+    assert done["progress"] == {"step": 200, "totalSteps": 200, "loss": 1.25, "etaSeconds": 0}
+    assert done["lastCheckpoint"] == document["last_checkpoint"]
+    # A crash leaves its last log lines (FallbackToLogsOnError), and other containers say nothing.
+    assert final_progress(_finished_pod("Traceback (most recent call last): ...")) is None
+    assert final_progress(_finished_pod(json.dumps(document), container="fetch-model")) is None
+    assert final_progress(_finished_pod(json.dumps({"state": "done"}))) is None
+    assert final_progress(_pod(0)) is None
+
+
+def _event(reason: str, message: str, when: str, kind: str = "Warning") -> dict[str, Any]:
+    return {
+        "type": kind,
+        "reason": reason,
+        "message": message,
+        "lastTimestamp": when,
+        "involvedObject": {"kind": "Job", "name": "t-a0"},
+    }
+
+
+def test_pods_that_cannot_be_created_make_a_pending_training_degraded_with_the_controllers_words() -> None:
+    events = [
+        _event("FailedCreate", 'pods "t-a0-0" is forbidden: exceeded quota: tpu', "2026-11-21T11:58:00Z"),
+        _event("FailedCreate", 'serviceaccount "gemma-trainer" not found', "2026-11-21T11:59:00Z"),
+        _event("SuccessfulCreate", "created pod", "2026-11-21T11:59:30Z", kind="Normal"),
+    ]
+    status = _decide(Observed(4, _job(), [], events=events)).status
+    assert status["phase"] == "Pending"
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("True", "FailedCreate")
+    message = 'Job t-a0 cannot create pods: serviceaccount "gemma-trainer" not found'
+    assert conds["Degraded"]["message"] == message
+    assert conds["Running"]["message"] == f"0/4 hosts running: {message}"
+    assert transitions([], status["conditions"], WARNINGS) == [EventSpec("Warning", "FailedCreate", message)]
+    # Once the pods run, the old Events are history: no longer degraded, and said so.
+    running = _decide(Observed(1, _job(), [_pod(0)], events=events), previous=status).status
+    assert _conds(running)["Degraded"] == ("False", "AsExpected")
+    assert EventSpec("Normal", "AsExpected", "Degraded is False") in transitions(
+        status["conditions"], running["conditions"], WARNINGS
+    )
+
+
+def test_an_unschedulable_pod_says_what_the_scheduler_said() -> None:
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 Insufficient google.com/tpu.",
+    }
+    pods = [_pod(0, "Pending", conditions=[unschedulable])]
+    status = _decide(
+        Observed(1, _job(), pods, events=[_event("FailedCreate", "old", "2026-11-21T11:00:00Z")])
+    )
+    conds = {c["type"]: c for c in status.status["conditions"]}
+    assert conds["Degraded"]["reason"] == "Unschedulable"  # the pod's state before an older Event
+    assert "3 Insufficient google.com/tpu" in conds["Degraded"]["message"]
