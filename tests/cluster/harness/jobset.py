@@ -20,6 +20,7 @@ import yaml
 
 from tests.cluster.harness.binaries import BuildError, Log, _go, _stderr, cache_root, module_download
 from tests.cluster.harness.control_plane import LocalCluster, free_port
+from tests.cluster.harness.wait import wait_for
 
 JOBSET_VERSION = "v0.12.0"
 MODULE = "sigs.k8s.io/jobset"
@@ -121,7 +122,7 @@ def start_jobset(cluster: LocalCluster, folder: Path, timeout: float = 120.0) ->
     )
     started = time.monotonic()
     cluster.kubectl("apply", "--server-side", "--field-manager=gemma-tests", "-f", str(folder / CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/jobsets.jobset.x-k8s.io")
+    wait_established(cluster, "jobsets.jobset.x-k8s.io")
     # A component of the cluster: stopped, and its log kept, with the others.
     cluster._spawn(
         "jobset",
@@ -137,3 +138,15 @@ def start_jobset(cluster: LocalCluster, folder: Path, timeout: float = 120.0) ->
     listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": hooks})
     cluster.kubectl("apply", "--server-side", "--field-manager=gemma-tests", "-f", "-", input_text=listing)
     cluster.timings["jobset"] = time.monotonic() - started
+
+
+def wait_established(cluster: LocalCluster, crd: str, timeout: float = 60) -> None:
+    """Until the CRD is served (``kubectl wait`` fails outright on a CRD that has no conditions yet)."""
+
+    def established() -> bool:
+        status = json.loads(cluster.kubectl("get", "crd", crd, "-o", "json")).get("status") or {}
+        return any(
+            c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []
+        )
+
+    wait_for(established, timeout, f"CRD {crd} to be established")
