@@ -341,6 +341,37 @@ def test_pods_that_cannot_be_created_leave_the_training_degraded_with_the_contro
     )
 
 
+CANNOT_START = {
+    "quota": ("FailedCreate", "exceeded quota"),
+    "no-pool": ("Unschedulable", "nodes are available"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CANNOT_START))
+def test_a_quota_or_a_missing_pool_is_said_in_the_clusters_words(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, case: str
+) -> None:
+    reason, words = CANNOT_START[case]
+    doc = FINETUNE
+    if case == "quota":  # two of the slice's four pods fit the namespace's quota
+        quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}}
+        _apply(crds, namespace, {**quota, "spec": {"hard": {"pods": "2"}}})
+    else:  # a v6e 4x4 slice, for which the cluster has no node pool
+        doc = merge(FINETUNE, {"spec": {"accelerator": {"type": "v6e", "topology": "4x4"}}})
+    _apply(crds, namespace, doc)
+    status = _status(
+        crds,
+        namespace,
+        "gemma-2b-finetune",
+        lambda s: any(c["type"] == "Degraded" and c["status"] == "True" for c in s.get("conditions", [])),
+        "Degraded",
+        timeout=120,
+    )
+    condition = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (status["phase"], condition["reason"]) == ("Pending", reason)
+    assert words in condition["message"], condition["message"]
+
+
 def test_suspend_resume_delete_and_operator_restart_converge(
     crds: LocalCluster, running_operator: OperatorProcess, namespace: str
 ) -> None:
