@@ -10,6 +10,7 @@ one 4x4 pool and no JobSet, which its tests rely on)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -57,39 +58,57 @@ RBAC_KINDS = {"CustomResourceDefinition", "Namespace", "ServiceAccount", "Cluste
 
 
 @pytest.fixture(scope="module")
-def jobset_cluster() -> Iterator[LocalCluster]:
+def binaries() -> tuple[Path, Path]:
+    """The control plane's binaries and JobSet's folder, built when missing."""
     try:
-        bin_dir, jobset = ensure_binaries(), ensure_jobset()
+        return ensure_binaries(), ensure_jobset()
     except BuildError as err:
         if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
             pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no control plane with JobSet: {err}")
         pytest.skip(f"multislice cluster tests skipped: {err}")
+
+
+@contextlib.contextmanager
+def _cluster(bin_dir: Path) -> Iterator[LocalCluster]:
+    """A control plane with the two pools, our CRDs and the operator's ServiceAccount and RBAC."""
     with LocalCluster(bin_dir=bin_dir, pools=POOLS) as cluster:
-        start_jobset(cluster, jobset)
         # The chart rendered as `make manifests` renders manifests/install.yaml (so a chart change counts
         # before it is regenerated), keeping what the operator needs to run here as its ServiceAccount.
         install = install_yaml(Path(cluster.binary("helm")))
         docs = [d for d in yaml.safe_load_all(install) if d and d["kind"] in RBAC_KINDS]
-        cluster.kubectl(
-            "apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
-        )
+        listing = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+        cluster.kubectl("apply", "-f", "-", input_text=listing)
         wait_established(cluster, "gemmatrainings.gemma.ai")
+        yield cluster
+
+
+@contextlib.contextmanager
+def _operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
+    """The operator with the installed ServiceAccount's rights, so the RBAC for JobSets is exercised."""
+    token = cluster.kubectl("-n", NAMESPACE, "create", "token", "gemma-operator", "--duration=2h")
+    kubeconfig = cluster.write_kubeconfig(cluster.workdir / "operator.kubeconfig", USER, token.strip())
+    process = OperatorProcess(cluster, kubeconfig=kubeconfig)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+    log = process.log.read_text(errors="replace")
+    assert f'User "{USER}" cannot' not in log, log[-3000:]  # RBAC's refusal names the user
+
+
+@pytest.fixture(scope="module")
+def jobset_cluster(binaries: tuple[Path, Path]) -> Iterator[LocalCluster]:
+    bin_dir, jobset = binaries
+    with _cluster(bin_dir) as cluster:
+        start_jobset(cluster, jobset)
         yield cluster
 
 
 @pytest.fixture(scope="module")
 def operator(jobset_cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    """The operator with the installed ServiceAccount's rights, so the RBAC for JobSets is exercised."""
-    token = jobset_cluster.kubectl("-n", NAMESPACE, "create", "token", "gemma-operator", "--duration=2h")
-    kubeconfig = jobset_cluster.write_kubeconfig(
-        jobset_cluster.workdir / "operator.kubeconfig", USER, token.strip()
-    )
-    process = OperatorProcess(jobset_cluster, kubeconfig=kubeconfig)
-    process.start()
-    yield process
-    log = process.log.read_text(errors="replace")
-    process.stop()
-    assert f'User "{USER}" cannot' not in log, log[-3000:]  # RBAC's refusal names the user
+    with _operator(jobset_cluster) as process:
+        yield process
 
 
 @pytest.fixture
@@ -268,3 +287,20 @@ def test_progress_of_the_real_runtime_on_slice_0_pod_0_comes_through(
     row = cluster.kubectl("-n", namespace, "get", "gemmatrainings").splitlines()[1].split()
     assert row[-4] == "Running"  # PHASE, STEP, LOSS, then AGE
     assert int(row[-3]) >= 10
+
+
+def test_jobset_installed_after_the_operator_started_unblocks_a_waiting_training(
+    binaries: tuple[Path, Path],
+) -> None:
+    """The operator asks again while the JobSet API is missing, so installing JobSet later is enough
+    (its own cluster: the module's has JobSet from the start)."""
+    bin_dir, jobset = binaries
+    with _cluster(bin_dir) as cluster, _operator(cluster):
+        cluster.kubectl("create", "namespace", "late")
+        cluster.kubectl("-n", "late", "apply", "-f", "-", input_text=json.dumps(TRAINING))
+        status = _status(cluster, "late", lambda s: s.get("phase") == "Failed", "Blocked without JobSet")
+        assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "Blocked"
+        start_jobset(cluster, jobset)
+        _running(cluster, "late", 0)
+        status = _status(cluster, "late", lambda s: s.get("phase") == "Running", "Running with JobSet")
+        assert status["attempt"] == 0

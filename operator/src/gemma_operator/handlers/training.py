@@ -77,7 +77,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     assert isinstance(training, GemmaTraining)
     spec = training.spec
     api_version, kind = _workload_kind(spec)
-    blocked = NO_JOBSET if kind == "JobSet" and not ctx.kube.has_api(JOBSET_API, "JobSet") else None
+    blocked = NO_JOBSET if kind == "JobSet" and not _jobset_installed(ctx) else None
     attempt = int(previous.get("attempt", 0))
     workload_name = job_name(name, attempt)
     if blocked is None and not _terminal(previous):
@@ -137,6 +137,11 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     if blocked is None:
         _delete_old_attempts(ctx, obj, (api_version, kind), int(decision.status["attempt"]))
     return decision.status
+
+
+def _jobset_installed(ctx: Context) -> bool:
+    """A yes is cached; a no is asked again, since JobSet may be installed after the operator started."""
+    return ctx.kube.has_api(JOBSET_API, "JobSet") or ctx.kube.has_api(JOBSET_API, "JobSet", refresh=True)
 
 
 def _progress(ctx: Context, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
