@@ -325,6 +325,8 @@ def _no_fit(work: _Workload, meshes: list[Mesh], slots: int | None) -> str:
         int8 = dataclasses.replace(work, quantization="int8").plan(best.mesh, best.slots)
         if int8.fits:
             lines.append(f"int8 weights would fit ({int8.total_bytes / GiB:.2f} GiB per chip)")
+        elif int8.max_slots:
+            lines.append(f"with int8 weights {int8.max_slots} slots would fit")
     if usable and best.weight_bytes >= usable:
         need = math.ceil(best.weight_bytes * best.mesh.tensor / usable)
         lines.append(f"the weights alone need at least {need} chips of this kind")

@@ -76,6 +76,17 @@ def test_gemma2_9b_on_one_v5e_chip_fails_with_the_numbers_and_what_would_fit() -
     assert "weights 17.21 GiB" in message
     assert "15.75 GiB usable" in message
     assert "the weights alone need at least 2 chips" in message
+    # int8 halves the weights (8.6 GiB), which leaves room for a few 4096-token slots on the chip.
+    int8 = plan_serving(
+        preset("gemma2-9b"),
+        dtype="bfloat16",
+        quantization="int8",
+        chips=host_chips("v5e", "1x1"),
+        max_len=4096,
+        max_prefill=1024,
+    )
+    assert f"with int8 weights {int8.slots} slots would fit" in message
+    assert 1 <= int8.slots < 32
 
 
 def test_gemma2_27b_on_v5e_2x2_says_what_fits_and_an_unset_batch_gets_it() -> None:
