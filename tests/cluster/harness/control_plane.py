@@ -8,6 +8,7 @@ even when it is killed; ``stop()`` (also on ``with`` exit, Ctrl-C and interprete
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ctypes
 import dataclasses
@@ -355,8 +356,11 @@ class LocalCluster:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as out:
-            process = subprocess.Popen(
+        self.components.append(Component(name, args, log, self._popen(args, log, "wb")))
+
+    def _popen(self, args: list[str], log: Path, mode: str) -> subprocess.Popen[bytes]:
+        with log.open(mode) as out:
+            return subprocess.Popen(
                 args,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -365,7 +369,66 @@ class LocalCluster:
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
                 cwd=self.workdir,
             )
-        self.components.append(Component(name, args, log, process))
+
+    # -- chaos: a component restarted in place ----------------------------------------------------
+
+    def restart(
+        self,
+        name: str,
+        *,
+        kill: bool = False,
+        down: float = 0.0,
+        while_down: Callable[[], object] | None = None,
+        flags: dict[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        """Stop one component (SIGTERM, or SIGKILL with ``kill``), keep it down ``down`` seconds (calling
+        ``while_down``), and start it again with the same arguments, as a restarted static pod would: the
+        same ports and data folder; ``flags`` (``{"--flag": "value"}``) replace or add arguments from now
+        on. Returns once it is ready again; its log continues in the same file."""
+        component = self._component(name)
+        if component is None or component.process is None:
+            raise ValueError(f"no running component {name}")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(component.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            component.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # the API server drains watches for up to a minute
+            os.killpg(component.process.pid, signal.SIGKILL)
+            component.process.wait(timeout=10)
+        time.sleep(down)
+        if while_down is not None:
+            while_down()
+        for flag, value in (flags or {}).items():
+            component.args = [a for a in component.args if not a.startswith(f"{flag}=")] + [f"{flag}={value}"]
+        with component.log.open("ab") as out:
+            out.write(f"\n===== restarted by the test ({'SIGKILL' if kill else 'SIGTERM'}) =====\n".encode())
+        component.process = self._popen(component.args, component.log, "ab")
+        ready = {"etcd": self._etcd_healthy, "kube-apiserver": self._apiserver_ready}.get(name, lambda: True)
+        self._wait(name, ready, time.monotonic() + timeout)
+
+    @property
+    def etcd_url(self) -> str:
+        etcd = self._component("etcd")
+        assert etcd is not None
+        flag = "--advertise-client-urls="
+        return next(a.removeprefix(flag) for a in etcd.args if a.startswith(flag))
+
+    def _etcd_healthy(self) -> bool:
+        return self._http_ok(f"{self.etcd_url}/health")
+
+    def _etcd(self, method: str, body: dict[str, Any]) -> Any:
+        """etcd's v3 JSON gateway (no etcdctl needed)."""
+        req = urllib.request.Request(f"{self.etcd_url}/v3/{method}", data=json.dumps(body).encode())
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision and return it: a watch that resumes from
+        any older resourceVersion can then only be answered 410 Gone."""
+        revision = int(self._etcd("kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        self._etcd("kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
 
     def _component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
