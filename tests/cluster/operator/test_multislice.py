@@ -125,10 +125,10 @@ def _kubectl_json(cluster: LocalCluster, *args: str) -> Any:
 
 
 def _status(
-    cluster: LocalCluster, namespace: str, check: Any, what: str, timeout: float = 120
+    cluster: LocalCluster, namespace: str, check: Any, what: str, *, timeout: float = 120, name: str = NAME
 ) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        status: dict[str, Any] = _kubectl_json(cluster, "-n", namespace, "get", "gemmatraining", NAME).get(
+        status: dict[str, Any] = _kubectl_json(cluster, "-n", namespace, "get", "gemmatraining", name).get(
             "status", {}
         )
         return status if check(status) else None
@@ -136,23 +136,25 @@ def _status(
     try:
         return wait_for(probe, timeout, what)
     except TimeoutError:
-        status = _kubectl_json(cluster, "-n", namespace, "get", "gemmatraining", NAME).get("status")
+        status = _kubectl_json(cluster, "-n", namespace, "get", "gemmatraining", name).get("status")
         raise AssertionError(f"{what}; status: {json.dumps(status)}") from None
 
 
-def _pods(cluster: LocalCluster, namespace: str, attempt: int) -> list[dict[str, Any]]:
-    selector = f"gemma.ai/training={NAME},gemma.ai/attempt={attempt}"
+def _pods(cluster: LocalCluster, namespace: str, attempt: int, name: str = NAME) -> list[dict[str, Any]]:
+    selector = f"gemma.ai/training={name},gemma.ai/attempt={attempt}"
     items: list[dict[str, Any]] = _kubectl_json(cluster, "-n", namespace, "get", "pods", "-l", selector)[
         "items"
     ]
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
-def _running(cluster: LocalCluster, namespace: str, attempt: int) -> dict[tuple[int, int], dict[str, Any]]:
+def _running(
+    cluster: LocalCluster, namespace: str, attempt: int, name: str = NAME
+) -> dict[tuple[int, int], dict[str, Any]]:
     """Every pod of ``attempt`` once all run, by (slice, index)."""
 
     def probe() -> dict[tuple[int, int], dict[str, Any]] | None:
-        pods = [p for p in _pods(cluster, namespace, attempt) if p["status"].get("phase") == "Running"]
+        pods = [p for p in _pods(cluster, namespace, attempt, name) if p["status"].get("phase") == "Running"]
         by_place = {
             (int(p["metadata"]["annotations"][SLICE]), int(p["metadata"]["annotations"][INDEX])): p
             for p in pods
@@ -248,6 +250,24 @@ def test_a_failed_slice_restarts_the_whole_jobset_counting_only_application_erro
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "MaxRestartsExceeded"
     assert "exit code 3" in failed["message"]
+
+
+def test_a_long_named_training_is_admitted_by_jobset_and_runs(
+    jobset_cluster: LocalCluster, namespace: str
+) -> None:
+    """JobSet's webhook refuses pod names past 63 characters; the operator shortens the JobSet's name."""
+    cluster, name = jobset_cluster, "gemma2-9b-pretraining-on-two-v5e-slices-with-a-long-name"
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        input_text=json.dumps(merge(TRAINING, {"metadata": {"name": name}})),
+    )
+    pods = _running(cluster, namespace, 0, name)
+    assert max(len(p["metadata"]["name"]) for p in pods.values()) <= 63
+    _status(cluster, namespace, lambda s: s.get("phase") == "Running", "Running", name=name)
 
 
 def test_progress_of_the_real_runtime_on_slice_0_pod_0_comes_through(

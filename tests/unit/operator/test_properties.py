@@ -26,6 +26,7 @@ from gemma_operator.api.v1alpha1 import API_VERSION, SERVER, TRAINING, GemmaServ
 from gemma_operator.api.validation import SpecError, field_path, parse
 from gemma_operator.config import Settings
 from gemma_operator.offline import PLACEHOLDER_UID
+from gemma_operator.render.placement import resolve
 from gemma_operator.render.plan import DoesNotFitError, server_plan
 from gemma_operator.render.serving import render_server, replicas
 from gemma_operator.render.training import job_name, render_workload
@@ -382,7 +383,12 @@ def test_a_valid_training_parses_round_trips_and_renders(doc: Doc, attempt: int)
     slices = doc["spec"]["accelerator"].get("numSlices", 1)
     assert set(children) == {"ConfigMap", "Service", "JobSet" if slices > 1 else "Job"}
     workload = children.get("Job") or children["JobSet"]
-    assert workload["metadata"]["name"] == job_name(doc["metadata"]["name"], attempt)
+    hosts = resolve(training.spec.accelerator).hosts
+    assert workload["metadata"]["name"] == job_name(
+        doc["metadata"]["name"], attempt, slices=slices, hosts=hosts
+    )
+    if slices > 1:  # JobSet's webhook refuses a JobSet whose last pod name would pass 63 characters
+        assert len(f"{workload['metadata']['name']}-slice-{slices - 1}-{hosts - 1}-abcde") <= 63
     config = TrainConfig.model_validate(yaml.safe_load(children["ConfigMap"]["data"]["runtime.yaml"]))
     assert (config.name, config.num_slices) == (doc["metadata"]["name"], slices)
 

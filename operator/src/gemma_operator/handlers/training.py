@@ -79,7 +79,9 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     api_version, kind = _workload_kind(spec)
     blocked = NO_JOBSET if kind == "JobSet" and not _jobset_installed(ctx) else None
     attempt = int(previous.get("attempt", 0))
-    workload_name = job_name(name, attempt)
+    workload_name = job_name(
+        name, attempt, slices=spec.accelerator.num_slices, hosts=resolve(spec.accelerator).hosts
+    )
     if blocked is None and not _terminal(previous):
         config, service, workload = render_workload(obj, training, ctx.settings, attempt)
         apply_all(ctx.kube, [config, service], fm)
@@ -182,7 +184,7 @@ def _delete_old_attempts(ctx: Context, obj: dict[str, Any], kinds: tuple[str, st
     api_version, kind = kinds
     selector = f"{naming.TRAINING_LABEL}={name}"
     for workload in ctx.kube.list(api_version, kind, namespace, label_selector=selector):
-        if workload["metadata"]["name"] != job_name(name, attempt):
+        if workload["metadata"].get("labels", {}).get(ATTEMPT_LABEL) != str(attempt):
             ctx.kube.delete(api_version, kind, workload["metadata"]["name"], namespace)
 
 

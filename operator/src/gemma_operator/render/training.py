@@ -26,9 +26,13 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 
 
-def job_name(name: str, attempt: int) -> str:
-    """One Job per attempt: a restart creates the next one instead of waiting for the old to go."""
-    return naming.child_name(name, f"a{attempt}", limit=52)  # pod hostnames add "-<index>"; keep < 63
+def job_name(name: str, attempt: int, *, slices: int = 1, hosts: int = 1) -> str:
+    """One Job (or JobSet) per attempt: a restart creates the next one instead of waiting for the old to
+    go. Pod names stay DNS labels (63): a Job's pods add "-<index>-<5 random>"; a JobSet's add
+    "-slice-<slice>-<index>-<5 random>", which JobSet's webhook checks for the last slice and index."""
+    if slices == 1:
+        return naming.child_name(name, f"a{attempt}", limit=52)
+    return naming.child_name(name, f"a{attempt}", limit=63 - len(f"-slice-{slices - 1}-{hosts - 1}-abcde"))
 
 
 def train_config(
@@ -121,7 +125,7 @@ def render_training(
     placement = place(spec.accelerator, spec.pod, settings)
     hosts = placement.hosts
     service = naming.child_name(name)
-    job = job_name(name, attempt)
+    job = job_name(name, attempt, slices=spec.accelerator.num_slices, hosts=hosts)
     env = _env(name, namespace, job, service, hosts)
     if spec.accelerator.type == "cpu":
         env.append({"name": "JAX_PLATFORMS", "value": "cpu"})

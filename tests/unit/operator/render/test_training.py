@@ -111,6 +111,20 @@ def test_a_slice_pod_names_its_own_slice_and_no_per_job_process_id() -> None:
     assert names.index("MEGASCALE_SLICE_ID") < names.index("TPU_WORKER_HOSTNAMES")
 
 
+def test_a_long_name_keeps_every_jobset_pod_name_a_dns_label() -> None:
+    """JobSet's webhook refuses a JobSet whose last pod, <jobset>-slice-<slice>-<index>-<5 random>,
+    would pass 63 characters; a long training name is shortened with a hash instead."""
+    name = "gemma2-9b-pretraining-on-two-v5p-slices-with-a-long-name"
+    jobset = _render(merge(sample("training-multislice-v5p"), {"metadata": {"name": name}}))["JobSet"]
+    js = jobset["metadata"]["name"]
+    assert js.startswith("gemma2-9b-pretraining-")
+    assert js.endswith("-a0")
+    assert len(f"{js}-slice-1-1-abcde") <= 63
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    env = _env(replicated["template"]["spec"]["template"]["spec"]["containers"][0])
+    assert env["MEGASCALE_COORDINATOR_ADDRESS"].startswith(f"{js}-slice-0-0.")
+
+
 def test_checkpoint_output_is_mounted_writable() -> None:
     children = _render(sample("training-gemma-2b-v5e"))
     assert (
