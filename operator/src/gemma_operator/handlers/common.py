@@ -25,15 +25,21 @@ def now() -> datetime.datetime:
 
 
 def reconcile_one(
-    ctx: Context, kind: str, obj: dict[str, Any], step: Step, *, refetch: bool
+    ctx: Context, kind: str, obj: dict[str, Any], step: Step, *, refetch: bool = True
 ) -> dict[str, Any]:
-    """Run ``step`` on the resource under its lock, counting and timing it. ``refetch`` reads the
-    resource first, for callers holding a possibly stale copy (an index entry)."""
+    """Run ``step`` on the resource as it is now, read under its lock, counting and timing it.
+
+    Every caller's copy may be stale, not only an index entry's: kopf's body for a timer or an update is
+    taken before the lock is waited for, and the reconcile holding the lock may meanwhile write a status
+    that counts a slice restart. Deciding on the older status would count that restart again, or re-create
+    the failed attempt's workload and write the count back to zero. So ``step`` always gets a fresh read
+    (``refetch`` is accepted from older callers and changes nothing)."""
+    del refetch
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     started = time.monotonic()
     with ctx.lock(kind, namespace, name):
-        fresh = ctx.kube.get(API_VERSION, kind, name, namespace) if refetch else obj
+        fresh = ctx.kube.get(API_VERSION, kind, name, namespace)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return {}
         result = "ok"

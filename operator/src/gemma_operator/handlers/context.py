@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import kopf
+
 from gemma_operator.config import Settings
 from gemma_operator.k8s import EventRecorder, Kube
 
@@ -42,6 +44,11 @@ class Context:
                 self.pending.pop(key, None)
             try:
                 action()
+            except kopf.TemporaryError as err:
+                # The API server restarting or busy: expected, and said in one line, not a traceback each.
+                log.warning(
+                    "refreshing %s/%s/%s failed for now (%s); the next event or resync retries", *key, err
+                )
             except Exception:
                 log.exception("refreshing %s/%s/%s failed; the next event or resync retries", *key)
 

@@ -37,11 +37,9 @@ PLURAL = "gemmaservers"
 OPTIONAL_CHILDREN = [("autoscaling/v2", "HorizontalPodAutoscaler")]
 
 
-def reconcile(
-    ctx: Context, obj: dict[str, Any], *, apply: bool = True, refetch: bool = False
-) -> dict[str, Any]:
+def reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool = True) -> dict[str, Any]:
     """Bring one GemmaServer's children to the desired state (``apply``) and write its status."""
-    return reconcile_one(ctx, KIND, obj, lambda c, o: _reconcile(c, o, apply=apply), refetch=refetch)
+    return reconcile_one(ctx, KIND, obj, lambda c, o: _reconcile(c, o, apply=apply))
 
 
 def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, Any]:
@@ -108,8 +106,8 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
     return status
 
 
-def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool, refetch: bool = False) -> None:
-    retrying(lambda: reconcile(memo["ctx"], body, apply=apply, refetch=refetch))
+def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool) -> None:
+    retrying(lambda: reconcile(memo["ctx"], body, apply=apply))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -151,4 +149,4 @@ def server_child_event(
     ctx: Context = memo["ctx"]
     key = (KIND, owner["metadata"]["namespace"], owner["metadata"]["name"])
     # A burst of pod and Deployment events becomes one refresh, which reads the state as it is then.
-    ctx.debounce(key, lambda: _run(memo, owner, apply=deleted, refetch=True), force=deleted)
+    ctx.debounce(key, lambda: _run(memo, owner, apply=deleted), force=deleted)
