@@ -73,5 +73,16 @@ def start(args: list[str], *, devices: int = 1, **extra: str) -> subprocess.Pope
     )
 
 
+def outputs(procs: list[subprocess.Popen[str]], timeout: float = 300) -> list[str]:
+    """What each started process printed, once all have exited; every one is killed if one overruns."""
+    try:
+        return [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()  # reaped and its pipe closed
+
+
 def losses(metrics_file: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, metrics_file.read_text().splitlines())}

@@ -57,11 +57,7 @@ def test_every_pod_of_two_slices_joins_one_distributed_run(tmp_path: Path) -> No
         )
         for env in envs
     ]
-    try:
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    outputs = runner.outputs(procs)
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     ids = [

@@ -57,11 +57,7 @@ def test_two_processes_with_jax_distributed_train_together_and_agree(tmp_path: P
         )
         for i in range(2)
     ]
-    try:
-        outputs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    outputs = runner.outputs(procs)
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     assert "process 0 of 2" in outputs[0]
