@@ -344,18 +344,21 @@ def test_pods_that_cannot_be_created_leave_the_training_degraded_with_the_contro
 CANNOT_START = {
     "quota": ("FailedCreate", "exceeded quota"),
     "no-pool": ("Unschedulable", "nodes are available"),
+    "no-jobs": ("WorkloadRefused", "exceeded quota"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CANNOT_START))
-def test_a_quota_or_a_missing_pool_is_said_in_the_clusters_words(
+def test_a_quota_a_refused_job_or_a_missing_pool_is_said_in_the_clusters_words(
     crds: LocalCluster, running_operator: OperatorProcess, namespace: str, case: str
 ) -> None:
     reason, words = CANNOT_START[case]
     doc = FINETUNE
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}}
     if case == "quota":  # two of the slice's four pods fit the namespace's quota
-        quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods"}}
         _apply(crds, namespace, {**quota, "spec": {"hard": {"pods": "2"}}})
+    elif case == "no-jobs":  # the API server refuses the Job itself
+        _apply(crds, namespace, {**quota, "spec": {"hard": {"count/jobs.batch": "0"}}})
     else:  # a v6e 4x4 slice, for which the cluster has no node pool
         doc = merge(FINETUNE, {"spec": {"accelerator": {"type": "v6e", "topology": "4x4"}}})
     _apply(crds, namespace, doc)
@@ -370,6 +373,15 @@ def test_a_quota_or_a_missing_pool_is_said_in_the_clusters_words(
     condition = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert status["phase"] == "Pending"
     assert words in condition["message"], condition["message"]
+    selector = f"involvedObject.kind=GemmaTraining,reason={reason}"
+    events = json.loads(
+        crds.kubectl("-n", namespace, "get", "events", "--field-selector", selector, "-o", "json")
+    )["items"]
+    assert [e["type"] for e in events] == ["Warning"]
+    if case == "no-jobs":  # lifted: the next reconcile creates the Job and the slice runs
+        crds.kubectl("-n", namespace, "delete", "resourcequota", "q")
+        _running(crds, namespace, "gemma-2b-finetune", 0, 4)
+        _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Running", "Running")
 
 
 def test_suspend_resume_delete_and_operator_restart_converge(

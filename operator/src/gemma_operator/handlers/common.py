@@ -24,17 +24,13 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def reconcile_one(
-    ctx: Context, kind: str, obj: dict[str, Any], step: Step, *, refetch: bool = True
-) -> dict[str, Any]:
+def reconcile_one(ctx: Context, kind: str, obj: dict[str, Any], step: Step) -> dict[str, Any]:
     """Run ``step`` on the resource as it is now, read under its lock, counting and timing it.
 
     Every caller's copy may be stale, not only an index entry's: kopf's body for a timer or an update is
     taken before the lock is waited for, and the reconcile holding the lock may meanwhile write a status
     that counts a slice restart. Deciding on the older status would count that restart again, or re-create
-    the failed attempt's workload and write the count back to zero. So ``step`` always gets a fresh read
-    (``refetch`` is accepted from older callers and changes nothing)."""
-    del refetch
+    the failed attempt's workload and write the count back to zero. So ``step`` always gets a fresh read."""
     meta = obj["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     started = time.monotonic()

@@ -25,7 +25,7 @@ from gemma_operator.handlers.common import (
     write_status,
 )
 from gemma_operator.handlers.context import Context
-from gemma_operator.k8s import apply_all
+from gemma_operator.k8s import ConflictError, KubeError, TransientError, apply_all
 from gemma_operator.reconcile import training as status_of
 from gemma_operator.render import naming
 from gemma_operator.render.placement import resolve
@@ -52,8 +52,8 @@ def _workload_kind(spec: GemmaTrainingSpec) -> tuple[str, str]:
     return (JOBSET_API, "JobSet") if spec.accelerator.num_slices > 1 else ("batch/v1", "Job")
 
 
-def reconcile(ctx: Context, obj: dict[str, Any], *, refetch: bool = False) -> dict[str, Any]:
-    return reconcile_one(ctx, KIND, obj, _reconcile, refetch=refetch)
+def reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
+    return reconcile_one(ctx, KIND, obj, _reconcile)
 
 
 def _terminal(status: Mapping[str, Any]) -> bool:
@@ -78,6 +78,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
     spec = training.spec
     api_version, kind = _workload_kind(spec)
     blocked = NO_JOBSET if kind == "JobSet" and not _jobset_installed(ctx) else None
+    refused: str | None = None
     attempt = int(previous.get("attempt", 0))
     workload_name = job_name(
         name, attempt, slices=spec.accelerator.num_slices, hosts=resolve(spec.accelerator).hosts
@@ -87,7 +88,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
         apply_all(ctx.kube, [config, service], fm)
         current = ctx.kube.get(api_version, kind, workload_name, namespace)
         if current is None:
-            ctx.kube.apply(workload, fm)
+            refused = _create(ctx, workload, fm)
         elif bool(current.get("spec", {}).get("suspend")) != spec.suspend:
             # A Job's template is immutable once created; suspend is the one field that toggles (Kueue too).
             ctx.kube.patch(
@@ -112,6 +113,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
         pods=pods,
         progress=_progress(ctx, pods),
         fetches=fetch_progress(ctx, pods),
+        refused=refused,
         # Pods missing: the controller may have been refused creating them (its Events say why).
         events=_warnings(ctx, namespace, observed_workload, name, attempt)
         if len(pods) < placement_hosts
@@ -144,6 +146,20 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
 def _jobset_installed(ctx: Context) -> bool:
     """A yes is cached; a no is asked again, since JobSet may be installed after the operator started."""
     return ctx.kube.has_api(JOBSET_API, "JobSet") or ctx.kube.has_api(JOBSET_API, "JobSet", refresh=True)
+
+
+def _create(ctx: Context, workload: dict[str, Any], field_manager: str) -> str | None:
+    """Create the attempt's Job or JobSet; a refusal that a retry would only repeat (an admission
+    webhook, a quota, validation, RBAC) is returned for status, and the next reconcile tries again."""
+    try:
+        ctx.kube.apply(workload, field_manager)
+    except (TransientError, ConflictError):
+        raise
+    except KubeError as err:
+        meta = workload["metadata"]
+        log.warning("%s %s/%s refused: %s", workload["kind"], meta["namespace"], meta["name"], err)
+        return f"the API server refused to create {workload['kind']} {meta['name']}: {err}"
+    return None
 
 
 def _progress(ctx: Context, pods: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -188,8 +204,8 @@ def _delete_old_attempts(ctx: Context, obj: dict[str, Any], kinds: tuple[str, st
             ctx.kube.delete(api_version, kind, workload["metadata"]["name"], namespace)
 
 
-def _run(memo: kopf.Memo, body: dict[str, Any], refetch: bool = False) -> None:
-    retrying(lambda: reconcile(memo["ctx"], body, refetch=refetch))
+def _run(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    retrying(lambda: reconcile(memo["ctx"], body))
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -221,4 +237,4 @@ def training_child_event(
         return
     ctx: Context = memo["ctx"]
     key = (KIND, owner["metadata"]["namespace"], owner["metadata"]["name"])
-    ctx.debounce(key, lambda: _run(memo, owner, refetch=True))
+    ctx.debounce(key, lambda: _run(memo, owner))

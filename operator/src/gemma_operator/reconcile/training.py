@@ -36,6 +36,7 @@ class Observed:
     progress: Mapping[str, Any] | None = None
     fetches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # pod -> /fetch
     events: Sequence[Mapping[str, Any]] = ()  # Warning Events of the workload (and a JobSet's Jobs)
+    refused: str | None = None  # the API server's answer when it refused to create the workload
 
 
 def final_progress(pod: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -234,10 +235,13 @@ def decide(
         phase = "Pending"
         running = sum(1 for p in observed.pods if p.get("status", {}).get("phase") == "Running")
         conds = _conditions(None, "Pending", f"{running}/{observed.hosts} hosts running")
-        problem = pod_problem(observed.pods) or create_failure(observed.events)
+        problem = (("WorkloadRefused", observed.refused) if observed.refused else None) or (
+            pod_problem(observed.pods) or create_failure(observed.events)
+        )
         if problem is not None:  # what keeps the slice from starting
+            # Degraded carries the reason (and its Event); Running only says why it waits.
             conds[0] = Cond(
-                RUNNING, False, problem[0], f"{running}/{observed.hosts} hosts running: {problem[1]}"
+                RUNNING, False, "Pending", f"{running}/{observed.hosts} hosts running: {problem[1]}"
             )
     status["phase"] = phase
     degraded = Cond(DEGRADED, False, "AsExpected", "") if problem is None else Cond(DEGRADED, True, *problem)

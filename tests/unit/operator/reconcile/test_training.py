@@ -217,3 +217,14 @@ def test_an_unschedulable_pod_says_what_the_scheduler_said() -> None:
     conds = {c["type"]: c for c in status.status["conditions"]}
     assert conds["Degraded"]["reason"] == "Unschedulable"  # the pod's state before an older Event
     assert "3 Insufficient google.com/tpu" in conds["Degraded"]["message"]
+
+
+def test_a_workload_the_api_server_refused_is_said_before_anything_else() -> None:
+    refused = 'the API server refused to create Job t-a0: jobs.batch "t-a0" is forbidden: exceeded quota'
+    status = _decide(
+        Observed(4, None, [], events=[_event("FailedCreate", "old", "x")], refused=refused)
+    ).status
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert status["phase"] == "Pending"
+    assert (conds["Degraded"]["reason"], conds["Degraded"]["message"]) == ("WorkloadRefused", refused)
+    assert conds["Running"]["message"] == f"0/4 hosts running: {refused}"
