@@ -13,6 +13,7 @@ import pytest
 
 from gemma_operator.api.validation import parse
 from tests.api_cases import INVALID, SAMPLE_FILES, Invalid, load, merge
+from tests.api_cases import sample as load_sample
 from tests.cluster.harness.control_plane import LocalCluster
 
 
@@ -51,6 +52,17 @@ def test_every_sample_is_accepted_with_the_models_defaults(
     stored = json.loads(crds.kubectl("-n", namespace, "get", kind, doc["metadata"]["name"], "-o", "json"))
     # The API server's structural defaults and pydantic's defaults are one contract.
     assert stored["spec"] == parse(doc).to_api()["spec"]
+
+
+def test_a_short_sequence_needs_no_prefill_length(crds: LocalCluster, namespace: str) -> None:
+    # The prefill default (1024) must not trip the prefill <= sequence rule the user never touched.
+    doc = merge(load_sample("server-tiny-cpu"), {"spec": {"serving": {"maxSequenceLength": 512}}})
+    doc["spec"]["serving"].pop("maxPrefillLength", None)
+    created = _apply(crds, namespace, doc)
+    assert created.returncode == 0, created.stderr
+    stored = json.loads(crds.kubectl("-n", namespace, "get", "gemmaserver", "tiny", "-o", "json"))
+    assert "maxPrefillLength" not in stored["spec"]["serving"]
+    assert parse(stored).spec.serving.prefill_length == 512
 
 
 @pytest.mark.parametrize("case", INVALID, ids=lambda c: c.id)

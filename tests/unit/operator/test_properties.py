@@ -202,8 +202,7 @@ def server_spec(draw: st.DrawFn) -> Doc:
                 obj(
                     maxBatchSize=optional(st.integers(1, 1024)),
                     maxSequenceLength=st.just(sequence),
-                    # Left out it is 1024, which a shorter sequence refuses (as the API server does).
-                    maxPrefillLength=prefill if sequence < 1024 else optional(prefill),
+                    maxPrefillLength=optional(prefill),  # unset: never longer than the sequence
                     maxQueuedRequests=optional(st.integers(0, 100000)),
                 )
             ),

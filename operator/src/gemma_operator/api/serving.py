@@ -58,12 +58,15 @@ class Autoscaling(ApiModel):
         return self
 
 
+DEFAULT_PREFILL = 1024
+
+
 class ServingLimits(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel.extra(
             [
                 cel.rule(
-                    "self.maxPrefillLength <= self.maxSequenceLength",
+                    "!has(self.maxPrefillLength) || self.maxPrefillLength <= self.maxSequenceLength",
                     "maxPrefillLength must not exceed maxSequenceLength",
                     ".maxPrefillLength",
                 )
@@ -81,8 +84,12 @@ class ServingLimits(ApiModel):
     max_sequence_length: int = Field(
         4096, description="Longest prompt plus completion, in tokens.", ge=16, le=131072
     )
-    max_prefill_length: int = Field(
-        1024, description="Prompt tokens processed per step (chunked prefill), in tokens.", ge=16, le=131072
+    max_prefill_length: int | None = Field(
+        None,
+        description="Prompt tokens processed per step (chunked prefill). Unset: 1024, or maxSequenceLength "
+        "when that is shorter.",
+        ge=16,
+        le=131072,
     )
     max_queued_requests: int = Field(
         256, description="Requests waiting for a slot before the server answers 429.", ge=0, le=100000
@@ -90,9 +97,14 @@ class ServingLimits(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> ServingLimits:
-        if self.max_prefill_length > self.max_sequence_length:
+        if self.max_prefill_length is not None and self.max_prefill_length > self.max_sequence_length:
             raise FieldError("maxPrefillLength", "maxPrefillLength must not exceed maxSequenceLength")
         return self
+
+    @property
+    def prefill_length(self) -> int:
+        """maxPrefillLength, or its default: a chunk never longer than a sequence."""
+        return self.max_prefill_length or min(DEFAULT_PREFILL, self.max_sequence_length)
 
 
 class Sampling(ApiModel):

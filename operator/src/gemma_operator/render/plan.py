@@ -30,7 +30,7 @@ def server_plan(spec: GemmaServerSpec) -> ServingPlan:
             quantization=str(spec.quantization),
             chips=chips,
             max_len=limits.max_sequence_length,
-            max_prefill=limits.max_prefill_length,
+            max_prefill=limits.prefill_length,
             slots=slots,
         )
     except PlanError as err:

@@ -50,7 +50,7 @@ def serve_config(
         "served_model_name": name,
         "max_batch_size": plan.slots,
         "max_sequence_length": spec.serving.max_sequence_length,
-        "max_prefill_length": spec.serving.max_prefill_length,
+        "max_prefill_length": spec.serving.prefill_length,
         "max_queued_requests": spec.serving.max_queued_requests,
         "quantization": str(spec.quantization),
         "dtype": "auto",

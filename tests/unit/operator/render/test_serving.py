@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gemma_operator.api.validation import parse
 from gemma_operator.config import Settings
 from gemma_operator.offline import PLACEHOLDER_UID
@@ -151,3 +153,12 @@ def test_restricted_security_context() -> None:
     assert container["allowPrivilegeEscalation"] is False
     assert container["capabilities"] == {"drop": ["ALL"]}
     assert container["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_a_short_sequence_without_a_prefill_length_gets_a_chunk_that_fits_it() -> None:
+
+    for sequence, chunk in ((512, 512), (4096, 1024)):
+        doc = merge(sample("server-tiny-cpu"), {"spec": {"serving": {"maxSequenceLength": sequence}}})
+        doc["spec"]["serving"].pop("maxPrefillLength", None)
+        config = yaml.safe_load(_render(doc)["ConfigMap"]["data"]["runtime.yaml"])
+        assert (config["max_sequence_length"], config["max_prefill_length"]) == (sequence, chunk)
