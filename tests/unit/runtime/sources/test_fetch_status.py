@@ -120,8 +120,9 @@ def test_two_fetches_into_one_cache_download_once(hub: FakeHub, tmp_path: Path) 
     assert first_started.wait(5)
     second = threading.Thread(target=run)
     second.start()
-    first.join(10)
-    second.join(10)
+    first.join(60)
+    second.join(60)
+    assert not first.is_alive() and not second.is_alive(), "a fetch hung"
 
     assert hub.file_gets() == len(WANTED)
     assert [set(r.downloaded) for r in results] == [WANTED, set()]
