@@ -49,10 +49,11 @@ class Invalid:
     field: str  # the path the API server names
     server: str  # a fragment of the API server's message
     model: str  # a fragment of pydantic's message (via gemma_operator.api.validation)
+    name: str = ""  # metadata.name when the case is about it (default bad-<id>)
 
     def resource(self) -> dict[str, Any]:
         doc = merge(sample(self.base), {"spec": self.patch})
-        doc["metadata"]["name"] = f"bad-{self.id}"
+        doc["metadata"]["name"] = self.name or f"bad-{self.id}"
         return doc
 
 
@@ -93,5 +94,6 @@ INVALID = [
     Invalid("steps", TINY_TRAINING, {"training": {"steps": 0}}, "spec.training.steps", "greater than or equal to 1", "greater than or equal to 1"),
     Invalid("dataset-format", TINY_TRAINING, {"dataset": {"format": "parquet"}}, "spec.dataset.format", "Unsupported value", "unsupported value"),
     Invalid("dataset-missing", TINY_TRAINING, {"dataset": DELETE}, "spec.dataset", "Required value", "Field required"),
+    Invalid("name-too-long", TINY_TRAINING, {}, "metadata.name", "at most 63 characters", "at most 63 characters", name="t" * 64),
     Invalid("toleration-operator", TINY_SERVER, {"pod": {"tolerations": [{"key": "a", "operator": "In"}]}}, "spec.pod.tolerations[0].operator", "Unsupported value", "unsupported value"),
 ]  # fmt: skip

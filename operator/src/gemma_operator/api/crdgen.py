@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from gemma_operator.api.v1alpha1 import CATEGORY, GROUP, KINDS, VERSION, KindInfo
+from gemma_operator.api.v1alpha1 import CATEGORY, GROUP, KINDS, NAME_MESSAGE, NAME_RULE, VERSION, KindInfo
 
 _DROP = {"title", "$defs", "discriminator"}
 RULES = "x-kubernetes-validations"
@@ -125,6 +125,7 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
             "spec": {**spec, "description": "Desired state."},
             "status": {**status, "description": "Observed state, written by the operator only."},
         },
+        "x-kubernetes-validations": [{"rule": NAME_RULE, "message": NAME_MESSAGE}],
     }
     subresources: dict[str, Any] = {"status": {}}
     if info.scale:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gemma_operator.api.base import ApiModel
 from gemma_operator.api.serving import GemmaServerSpec, GemmaServerStatus
@@ -17,6 +17,17 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "gemma"
 
 
+MAX_NAME = 63  # every child carries the name as a label value, which Kubernetes limits to 63 characters
+NAME_RULE = f"self.metadata.name.size() <= {MAX_NAME}"
+NAME_MESSAGE = f"metadata.name must be at most {MAX_NAME} characters: every child is labelled with it"
+
+
+def _check_name(metadata: dict[str, Any]) -> dict[str, Any]:
+    if len(str(metadata.get("name", ""))) > MAX_NAME:
+        raise ValueError(NAME_MESSAGE)
+    return metadata
+
+
 class GemmaServer(ApiModel):
     """Serves a Gemma model behind an OpenAI-compatible API, one host per replica."""
 
@@ -25,6 +36,8 @@ class GemmaServer(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: GemmaServerSpec
     status: GemmaServerStatus | None = None
+
+    _name = field_validator("metadata")(_check_name)
 
 
 class GemmaTraining(ApiModel):
@@ -35,6 +48,8 @@ class GemmaTraining(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: GemmaTrainingSpec
     status: GemmaTrainingStatus | None = None
+
+    _name = field_validator("metadata")(_check_name)
 
 
 @dataclasses.dataclass(frozen=True)
