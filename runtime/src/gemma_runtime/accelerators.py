@@ -122,6 +122,9 @@ ACCELERATOR_TYPES: Final[list[str]] = [*TPUS, *GPUS, CPU]
 TPU_ACCELERATOR_LABEL: Final = "cloud.google.com/gke-tpu-accelerator"
 TPU_TOPOLOGY_LABEL: Final = "cloud.google.com/gke-tpu-topology"
 GPU_ACCELERATOR_LABEL: Final = "cloud.google.com/gke-accelerator"
+# v5e/v6e 2x4 pools of 8-chip and of 4-chip machines carry the same accelerator and topology labels;
+# only the machine type tells them apart.
+INSTANCE_TYPE_LABEL: Final = "node.kubernetes.io/instance-type"
 TPU_RESOURCE: Final = "google.com/tpu"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 

@@ -95,6 +95,16 @@ V5E_2X4 = tpu_pool(
     cpu="224",
     memory="384Gi",
 )
+V5E_2X4_MULTI = tpu_pool(  # the other 2x4: two 4-chip hosts, labelled like the 8-chip pool above
+    "v5e-2x4-multi",
+    "tpu-v5-lite-podslice",
+    "2x4",
+    hosts=2,
+    chips=4,
+    machine_type="ct5lp-hightpu-4t",
+    cpu="112",
+    memory="192Gi",
+)
 V5E_4X4 = tpu_pool(
     "v5e-4x4",
     "tpu-v5-lite-podslice",
@@ -137,4 +147,4 @@ L4 = NodePool(
 )
 CPU = NodePool(name="cpu", hosts=2, machine_type="n2-standard-16", cpu="16", memory="64Gi")
 
-DEFAULT_POOLS = (V5E_2X4, V5E_4X4, V5P_2X2X2, V6E_2X4, L4, CPU)
+DEFAULT_POOLS = (V5E_2X4, V5E_2X4_MULTI, V5E_4X4, V5P_2X2X2, V6E_2X4, L4, CPU)

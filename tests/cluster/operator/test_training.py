@@ -22,7 +22,7 @@ from gemma_runtime.config import TrainConfig
 from gemma_runtime.train.command import sample_data
 from tests.api_cases import merge, sample
 from tests.cluster.harness.control_plane import LocalCluster
-from tests.cluster.harness.nodes import V5E_2X4, V5E_4X4
+from tests.cluster.harness.nodes import V5E_2X4, V5E_2X4_MULTI, V5E_4X4
 from tests.cluster.harness.operator import OperatorProcess
 from tests.cluster.harness.runtime import RuntimeProcess, end_pod
 from tests.cluster.harness.wait import wait_for
@@ -137,6 +137,21 @@ def test_a_v5e_2x4_slice_is_one_pod(
     (pod,) = _running(crds, namespace, "gemma-2b-finetune", 0, 1)
     assert pod["spec"]["nodeName"] in V5E_2X4.node_names()
     assert pod["spec"]["containers"][0]["resources"]["limits"]["google.com/tpu"] == "8"
+    _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Running", "Running")
+
+
+def test_a_two_host_v5e_2x4_slice_lands_only_on_4_chip_machines(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str
+) -> None:
+    # Both 2x4 pools carry the same accelerator and topology labels and an 8-chip node has room for a
+    # 4-chip pod: only the instance type keeps the slice off the 8-chip machines.
+    doc = merge(FINETUNE, {"spec": {"accelerator": {"topology": "2x4", "chipsPerHost": 4}}})
+    _apply(crds, namespace, doc)
+    pods = _running(crds, namespace, "gemma-2b-finetune", 0, 2)
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(V5E_2X4_MULTI.node_names())
+    assert {p["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] for p in pods} == {
+        "ct5lp-hightpu-4t"
+    }
     _status(crds, namespace, "gemma-2b-finetune", lambda s: s.get("phase") == "Running", "Running")
 
 

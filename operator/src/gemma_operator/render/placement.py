@@ -56,6 +56,7 @@ def place(accelerator: AcceleratorSpec, pod: PodOverrides, settings: Settings) -
     if tpu is not None:
         selector[acc.TPU_ACCELERATOR_LABEL] = acc.TPUS[accelerator.type].node_label
         selector[acc.TPU_TOPOLOGY_LABEL] = tpu.topology
+        selector[acc.INSTANCE_TYPE_LABEL] = tpu.machine_type
         tolerations.append({"key": acc.TPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
         requests[acc.TPU_RESOURCE] = limits[acc.TPU_RESOURCE] = tpu.chips_per_host
     elif accelerator.type in acc.GPUS:

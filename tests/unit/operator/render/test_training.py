@@ -56,6 +56,25 @@ def test_distributed_environment_is_set_by_the_operator() -> None:
     ]
 
 
+def test_an_ambiguous_2x4_selects_the_machine_type_of_its_hosts() -> None:
+    # The 8-chip single-host and the 4-chip multi-host v5e pools carry the same accelerator and topology
+    # labels: only the instance type keeps two 4-chip pods off an 8-chip machine and the other way round.
+    selectors = {}
+    for per_host in (8, 4):
+        doc = merge(
+            sample("training-gemma-2b-v5e"),
+            {"spec": {"accelerator": {"topology": "2x4", "chipsPerHost": per_host}}},
+        )
+        pod = _render(doc)["Job"]["spec"]["template"]["spec"]
+        selectors[per_host] = pod["nodeSelector"]
+        assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == per_host
+    assert selectors[8]["node.kubernetes.io/instance-type"] == "ct5lp-hightpu-8t"
+    assert selectors[4]["node.kubernetes.io/instance-type"] == "ct5lp-hightpu-4t"
+    assert (
+        selectors[8]["cloud.google.com/gke-tpu-topology"] == selectors[4]["cloud.google.com/gke-tpu-topology"]
+    )
+
+
 def test_ttl_and_suspend_reach_the_job() -> None:
     job = _render(
         merge(sample("training-tiny-cpu"), {"spec": {"suspend": True, "ttlSecondsAfterFinished": 60}})
