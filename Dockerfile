@@ -43,7 +43,7 @@ COPY runtime/pyproject.toml runtime/README.md runtime/
 COPY runtime/src/gemma_runtime/__init__.py runtime/src/gemma_runtime/py.typed \
      runtime/src/gemma_runtime/config.py runtime/src/gemma_runtime/variants.py \
      runtime/src/gemma_runtime/accelerators.py runtime/src/gemma_runtime/memory.py \
-     runtime/src/gemma_runtime/
+     runtime/src/gemma_runtime/metric_names.py runtime/src/gemma_runtime/
 COPY operator/src operator/src
 RUN pip install --no-cache-dir --no-deps ./operator ./runtime \
     && python -m compileall -q /opt/venv

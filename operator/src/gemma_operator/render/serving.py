@@ -19,10 +19,12 @@ from gemma_operator.render.placement import Placement, place
 from gemma_operator.render.plan import server_plan
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.sources import Mounts, resolve
+from gemma_runtime import metric_names
 from gemma_runtime.memory import ServingPlan
 
-QUEUE_METRIC = "gemma_requests_waiting"
-OCCUPANCY_METRIC = "gemma_batch_occupancy_percent"
+# The runtime exports these (gemma_runtime.metric_names is the contract both packages read).
+QUEUE_METRIC = metric_names.REQUESTS_WAITING
+OCCUPANCY_METRIC = metric_names.BATCH_OCCUPANCY_PERCENT
 
 
 def serve_config(

@@ -2,7 +2,11 @@
 
 Prometheus names (documented in the README): gemma_time_to_first_token_seconds,
 gemma_time_per_output_token_seconds and gemma_e2e_request_latency_seconds (histograms),
-gemma_requests_waiting and gemma_slots_in_use (gauges), gemma_mesh_devices{axis} and
+gemma_requests_waiting, gemma_slots_in_use and gemma_batch_occupancy_percent (gauges; the names the
+operator's autoscaler targets live in gemma_runtime.metric_names), the same figures under the vLLM names
+the Inference Gateway's endpoint picker reads (vllm:num_requests_waiting, vllm:num_requests_running,
+vllm:kv_cache_usage_perc: a fraction; each slot reserves its whole KV cache, so slots in use over slots
+is the cache in use), gemma_mesh_devices{axis} and
 gemma_device_memory_bytes{part} (gauges: the data x tensor mesh, and the bytes of weights and KV cache
 on the most loaded device, set once the engine is built), gemma_prompt_tokens_total,
 gemma_generation_tokens_total and gemma_requests_finished_total{reason} (counters).
@@ -18,6 +22,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gemma_runtime import metric_names as names
 from gemma_runtime.serve.scheduler import Request
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -27,9 +32,9 @@ TTFT_WINDOW = 200  # the p50 time to first token is over the latest requests
 
 
 class ServeMetrics:
-    """Implements the scheduler's Observer; ``queue`` reports (waiting, running) when scraped."""
+    """Implements the scheduler's Observer; ``queue`` reports (waiting, running, slots) when scraped."""
 
-    def __init__(self, queue: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, queue: Callable[[], tuple[int, int, int]]) -> None:
         self.registry = CollectorRegistry()
         self._queue = queue
         self.ttft = Histogram(
@@ -50,10 +55,15 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        waiting = Gauge("gemma_requests_waiting", "Requests queued for a slot.", registry=self.registry)
-        waiting.set_function(lambda: self._queue()[0])
-        slots = Gauge("gemma_slots_in_use", "Decode slots holding a request.", registry=self.registry)
-        slots.set_function(lambda: self._queue()[1])
+        for name, doc, figure in (
+            (names.REQUESTS_WAITING, "Requests queued for a slot.", self._waiting),
+            (names.SLOTS_IN_USE, "Decode slots holding a request.", self._running),
+            (names.BATCH_OCCUPANCY_PERCENT, "Decode slots in use, percent of all.", self._occupancy),
+            (names.VLLM_REQUESTS_WAITING, "Requests queued for a slot (vLLM's name).", self._waiting),
+            (names.VLLM_REQUESTS_RUNNING, "Requests decoding (vLLM's name).", self._running),
+            (names.VLLM_KV_CACHE_USAGE, "KV cache in use, a fraction (vLLM's name).", self._kv_usage),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(figure)
         self.prompt_tokens = Counter(
             "gemma_prompt_tokens", "Prompt tokens prefilled.", registry=self.registry
         )
@@ -78,6 +88,19 @@ class ServeMetrics:
         self._lock = threading.Lock()
         self._recent_steps: collections.deque[tuple[float, int]] = collections.deque()
         self._recent_ttft: collections.deque[float] = collections.deque(maxlen=TTFT_WINDOW)
+
+    def _waiting(self) -> float:
+        return self._queue()[0]
+
+    def _running(self) -> float:
+        return self._queue()[1]
+
+    def _kv_usage(self) -> float:
+        _, running, slots = self._queue()
+        return running / slots if slots else 0.0
+
+    def _occupancy(self) -> float:
+        return 100.0 * self._kv_usage()
 
     def engine_built(self, mesh: dict[str, int], weight_bytes: int, kv_cache_bytes: int) -> None:
         for axis in ("data", "tensor"):
@@ -108,7 +131,7 @@ class ServeMetrics:
 
     def stats(self) -> dict[str, float | int]:
         """The operator's /stats document."""
-        waiting, running = self._queue()
+        waiting, running, _ = self._queue()
         now = time.monotonic()
         with self._lock:
             recent = [n for t, n in self._recent_steps if t >= now - RATE_WINDOW_S]

@@ -98,9 +98,11 @@ class Service:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _queue_figures(self) -> tuple[int, int]:
+    def _queue_figures(self) -> tuple[int, int, int]:
         scheduler = self.scheduler
-        return (len(scheduler.waiting), scheduler.running) if scheduler else (0, 0)
+        if scheduler is None:
+            return 0, 0, 0
+        return len(scheduler.waiting), scheduler.running, scheduler.engine.slots
 
     @property
     def ready(self) -> bool:
