@@ -43,6 +43,18 @@ and patch; nothing here touches Secrets. */}}
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "create", "patch", "delete"]
+{{- if has "PodMonitoring" .Values.operator.scrapeMonitors }}
+# The servers' Google Managed Prometheus scrape configs: applied, listed and deleted when unset.
+- apiGroups: ["monitoring.googleapis.com"]
+  resources: ["podmonitorings"]
+  verbs: ["list", "create", "patch", "delete"]
+{{- end }}
+{{- if has "ServiceMonitor" .Values.operator.scrapeMonitors }}
+# The servers' Prometheus Operator scrape configs: applied, listed and deleted when unset.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["list", "create", "patch", "delete"]
+{{- end }}
 # Pods are only read: status (scheduling, crash loops, exit codes) and the pod IPs of /stats and /progress.
 - apiGroups: [""]
   resources: ["pods"]

@@ -9,6 +9,8 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+SCRAPE_MONITOR_KINDS = ("PodMonitoring", "ServiceMonitor")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -45,6 +47,21 @@ class Settings:
     """CPU requested by a runtime pod on a CPU node pool when spec.pod.resources does not say."""
     memory_request: str = "4Gi"
     """Memory requested by a runtime pod on a CPU node pool when spec.pod.resources does not say."""
+    autoscaling_metric_name: str = "{name}"
+    """Name a GemmaServer's HorizontalPodAutoscaler asks the custom metrics API for, with ``{name}`` the
+    runtime's series (e.g. gemma_requests_waiting). The metrics adapter decides it: on GKE with Google
+    Managed Prometheus and the Custom Metrics Stackdriver Adapter, ``prometheus.googleapis.com|{name}|gauge``;
+    with the Prometheus Adapter, ``{name}``."""
+    scrape_monitors: str = ""
+    """Scrape configs to render for the server pods, comma-separated: ``PodMonitoring`` (Google Managed
+    Prometheus, monitoring.googleapis.com/v1), ``ServiceMonitor`` (Prometheus Operator,
+    monitoring.coreos.com/v1); each is applied only while its CRD is installed. Empty renders none."""
+
+    def __post_init__(self) -> None:
+        kinds = {k.strip() for k in self.scrape_monitors.split(",") if k.strip()}
+        if unknown := sorted(kinds - set(SCRAPE_MONITOR_KINDS)):
+            known = ", ".join(SCRAPE_MONITOR_KINDS)
+            raise ValueError(f"scrape_monitors: unknown kind {', '.join(unknown)} (known: {known})")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

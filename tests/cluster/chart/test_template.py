@@ -226,3 +226,19 @@ def test_scheduling_values_reach_the_pod(helm: Helm) -> None:
     assert pod["spec"]["priorityClassName"] == "system-cluster-critical"
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["metadata"]["labels"]["team"] == "ml"
+
+
+def test_scrape_config_rules_follow_the_setting(helm: Helm) -> None:
+    def resources(*values: str) -> set[str]:
+        role = find(helm.template(*values), "ClusterRole", "gemma-operator")
+        return {r for rule in role["rules"] for r in rule["resources"]}
+
+    assert not {"podmonitorings", "servicemonitors"} & resources()
+    assert {"podmonitorings", "servicemonitors"} <= resources(
+        "operator.scrapeMonitors={PodMonitoring,ServiceMonitor}"
+    )
+    granted = resources("operator.scrapeMonitors={PodMonitoring}")
+    assert "podmonitorings" in granted
+    assert "servicemonitors" not in granted
+    config = find(helm.template("operator.scrapeMonitors={PodMonitoring,ServiceMonitor}"), "ConfigMap")
+    assert Settings.from_env(config["data"]).scrape_monitors == "PodMonitoring,ServiceMonitor"

@@ -34,6 +34,8 @@ SETTING_VALUES = {
     "runtime_port": "runtime.port",
     "cpu_request": "runtime.cpuRequest",
     "memory_request": "runtime.memoryRequest",
+    "scrape_monitors": "operator.scrapeMonitors",
+    "autoscaling_metric_name": "operator.autoscalingMetricName",
 }
 
 
@@ -91,5 +93,8 @@ def test_value_defaults_are_the_operators_defaults(field: str, path: str) -> Non
         assert f"{value['repository']}:{value['tag'] or chart['appVersion']}" == default
     elif field == "namespaces":
         assert tuple(value) == default
+    elif field == "scrape_monitors":
+        assert isinstance(value, list)
+        assert ",".join(value) == default
     else:
         assert type(default)(value) == default

@@ -25,6 +25,7 @@ from gemma_operator.handlers.context import Context
 from gemma_operator.k8s import apply_all, prune
 from gemma_operator.reconcile import serving as status_of
 from gemma_operator.render import naming
+from gemma_operator.render.monitoring import MONITORS, monitor_kinds, render_monitors
 from gemma_operator.render.placement import resolve
 from gemma_operator.render.plan import DoesNotFitError, plan_status, server_plan
 from gemma_operator.render.serving import endpoint, render_server, replicas
@@ -63,13 +64,15 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         return status
     if apply:
         desired = render_server(obj, server, ctx.settings)
+        desired += [m for m in render_monitors(obj, ctx.settings) if _installed(ctx, m)]
         apply_all(ctx.kube, desired, ctx.settings.field_manager)
         keep = {(d["kind"], d["metadata"]["name"]) for d in desired}
         removed = prune(
             ctx.kube,
             meta["uid"],
             namespace,
-            kinds=OPTIONAL_CHILDREN,
+            # Only the scrape configs the settings name: a cluster without their CRDs has none to prune.
+            kinds=OPTIONAL_CHILDREN + [(MONITORS[k][0], k) for k in monitor_kinds(ctx.settings)],
             keep=keep,
             label_selector=f"{naming.SERVER_LABEL}={name}",
         )
@@ -104,6 +107,12 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
     status["plan"] = plan_status(plan)
     write_status(ctx, obj, previous, status, status_of.WARNINGS)
     return status
+
+
+def _installed(ctx: Context, child: dict[str, Any]) -> bool:
+    """A scrape config is applied only while its CRD is served; a no is asked again (installed later)."""
+    api_version, kind = child["apiVersion"], child["kind"]
+    return ctx.kube.has_api(api_version, kind) or ctx.kube.has_api(api_version, kind, refresh=True)
 
 
 def _run(memo: kopf.Memo, body: dict[str, Any], apply: bool) -> None:

@@ -15,6 +15,7 @@ from gemma_operator.api.v1alpha1 import API_VERSION, GemmaServer
 from gemma_operator.config import Settings
 from gemma_operator.render import naming
 from gemma_operator.render.env import render
+from gemma_operator.render.monitoring import autoscaling_metric
 from gemma_operator.render.placement import Placement, place
 from gemma_operator.render.plan import server_plan
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
@@ -186,7 +187,7 @@ def render_server(obj: dict[str, Any], server: GemmaServer, settings: Settings) 
                 target=name,
                 min_replicas=scaling.min_replicas,
                 max_replicas=scaling.max_replicas,
-                metric=OCCUPANCY_METRIC if by_occupancy else QUEUE_METRIC,
+                metric=autoscaling_metric(settings, OCCUPANCY_METRIC if by_occupancy else QUEUE_METRIC),
                 target_value=str(
                     scaling.target_batch_occupancy if by_occupancy else scaling.target_queue_depth or 8
                 ),
