@@ -100,8 +100,9 @@ LABEL org.opencontainers.image.title="gemma-runtime" \
 COPY --from=runtime-build /opt/venv /opt/venv
 # The sample dataset of manifests/samples/training-tiny-cpu.yaml (file:///opt/gemma/data/sample.txt).
 COPY runtime/src/gemma_runtime/data/sample.txt /opt/gemma/data/sample.txt
-# JAX and XLA keep caches under $HOME: /tmp is the pod's writable emptyDir.
-ENV PATH=/opt/venv/bin:$PATH HOME=/tmp
+# JAX and XLA keep caches under $HOME: /tmp is the pod's writable emptyDir. GKE mounts the node's NVIDIA
+# driver (libcuda) at /usr/local/nvidia/lib64 and the CUDA wheels look for it on LD_LIBRARY_PATH.
+ENV PATH=/opt/venv/bin:$PATH HOME=/tmp LD_LIBRARY_PATH=/usr/local/nvidia/lib64
 USER 65532:65532
 EXPOSE 8000
 ENTRYPOINT ["gemma-runtime"]

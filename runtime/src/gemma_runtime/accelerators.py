@@ -129,6 +129,16 @@ TPU_RESOURCE: Final = "google.com/tpu"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 
 
+def jax_platform(accelerator_type: str) -> str:
+    """The ``JAX_PLATFORMS`` value of a pod of this accelerator: naming it makes JAX fail when the device
+    is missing instead of falling back to the CPU."""
+    if accelerator_type in TPUS:
+        return "tpu"
+    if accelerator_type in GPUS:
+        return "cuda"
+    return CPU
+
+
 class UnknownAcceleratorError(ValueError):
     """The type, topology or count is not in the table; the message lists what would be valid."""
 

@@ -41,7 +41,12 @@ def _pod_envs() -> list[dict[str, str]]:
 
 
 def _distributed(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(("JAX_", "MEGASCALE_", "TPU_", "GEMMA_"))}
+    # JAX_PLATFORMS=tpu stays behind: the CPU stands in for the pods' TPUs here.
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith(("JAX_", "MEGASCALE_", "TPU_", "GEMMA_")) and k != "JAX_PLATFORMS"
+    }
 
 
 def test_every_pod_of_two_slices_joins_one_distributed_run(tmp_path: Path) -> None:

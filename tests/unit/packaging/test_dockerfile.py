@@ -92,6 +92,13 @@ def test_the_jax_variant_is_checked_and_selects_the_extra() -> None:
     assert '"jax[${JAX_VARIANT}]"' in runs
 
 
+def test_the_runtime_image_finds_gkes_nvidia_driver() -> None:
+    # GKE mounts the driver's libraries at /usr/local/nvidia/lib64; JAX's CUDA plugin loads libcuda from
+    # the library path, and without it falls back to the CPU (or, with JAX_PLATFORMS=cuda, fails).
+    env = " ".join(STAGES["runtime"].args("ENV"))
+    assert "LD_LIBRARY_PATH=/usr/local/nvidia/lib64" in env.split()
+
+
 def test_the_runtime_image_ships_the_tiny_training_samples_dataset() -> None:
     uri = sample("training-tiny-cpu")["spec"]["dataset"]["uri"]
     path = uri.removeprefix("file://")

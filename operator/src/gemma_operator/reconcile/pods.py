@@ -1,10 +1,11 @@
 """What keeps a workload's pods from running, as (reason, message): the pods' own state (the scheduler's
-message, a crash loop, an image that cannot be pulled, out of memory) or, when the pods cannot even be
-created (a missing ServiceAccount, a quota, an admission webhook's denial), the controller's
-FailedCreate Event on the Job."""
+message, the runtime's refusal to start, a crash loop, an image that cannot be pulled, out of memory)
+or, when the pods cannot even be created (a missing ServiceAccount, a quota, an admission webhook's
+denial), the controller's FailedCreate Event on the Job."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
         for container in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
             waiting = container.get("state", {}).get("waiting", {})
             where = f"pod {name} container {container.get('name')}"
+            refused = runtime_refusal(container)
+            if refused is not None:  # before CrashLoopBackOff: the runtime's own reason says more
+                return refused[0], f"{where}: {refused[1]}"
             if waiting.get("reason") in BAD_WAITING:
                 return str(waiting["reason"]), f"{where}: {waiting.get('message', waiting['reason'])}"
             last = container.get("lastState", {}).get("terminated", {})
@@ -41,6 +45,23 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
                     "OOMKilled",
                     f"{where} ran out of memory (OOMKilled): raise spec.pod.resources.limits.memory",
                 )
+    return None
+
+
+def runtime_refusal(container: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, error) the runtime wrote as its termination message when it refused to start (e.g.
+    AcceleratorMissing: the promised TPU or GPU is not there), now or before the kubelet restarted it."""
+    for key in ("state", "lastState"):
+        terminated = (container.get(key) or {}).get("terminated") or {}
+        if terminated.get("exitCode") in (None, 0):
+            continue
+        try:
+            document = json.loads(str(terminated.get("message") or ""))
+        except ValueError:  # a crash's last log lines (FallbackToLogsOnError), not the runtime's word
+            continue
+        if isinstance(document, dict) and {"reason", "error"} <= document.keys():
+            code = terminated["exitCode"]
+            return str(document["reason"]), f"exited with code {code}: {document['error']}"
     return None
 
 

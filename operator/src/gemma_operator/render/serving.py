@@ -19,8 +19,9 @@ from gemma_operator.render.monitoring import autoscaling_metric
 from gemma_operator.render.placement import Placement, place
 from gemma_operator.render.plan import server_plan
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
-from gemma_operator.render.sources import Mounts, resolve
+from gemma_operator.render.sources import TERMINATION_LOG, Mounts, resolve
 from gemma_runtime import metric_names
+from gemma_runtime.accelerators import jax_platform
 from gemma_runtime.memory import ServingPlan
 
 # The runtime exports these (gemma_runtime.metric_names is the contract both packages read).
@@ -131,10 +132,12 @@ def render_server(obj: dict[str, Any], server: GemmaServer, settings: Settings) 
     data = {"runtime.yaml": yaml.safe_dump(config, sort_keys=False)}
     config_name = naming.child_name(name, "config", 253)
     placement: Placement = place(spec.accelerator, spec.pod, settings)
-    env = [{"name": "JAX_PLATFORMS", "value": "cpu"}] if spec.accelerator.type == "cpu" else []
+    # Named for accelerators too: a pod whose TPU or GPU is missing fails instead of serving on the CPU.
+    env = [{"name": "JAX_PLATFORMS", "value": jax_platform(spec.accelerator.type)}]
     pod_spec = runtime_pod_spec(
         image=image,
-        args=["serve", "--config", naming.CONFIG_FILE],
+        # Why the server could not start (a missing accelerator) outlives it as the termination message.
+        args=["serve", "--config", naming.CONFIG_FILE, "--message-file", TERMINATION_LOG],
         config_map=config_name,
         placement=placement,
         mounts=mounts,

@@ -18,6 +18,7 @@ from gemma_operator.render.placement import place
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.serving import config_hash
 from gemma_operator.render.sources import TERMINATION_LOG, Mounts, resolve
+from gemma_runtime.accelerators import jax_platform
 
 COORDINATOR_PORT = 8476  # the TPU process port Google's tooling uses
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -127,8 +128,8 @@ def render_training(
     service = naming.child_name(name)
     job = job_name(name, attempt, slices=spec.accelerator.num_slices, hosts=hosts)
     env = _env(name, namespace, job, service, hosts)
-    if spec.accelerator.type == "cpu":
-        env.append({"name": "JAX_PLATFORMS", "value": "cpu"})
+    # Named for accelerators too: a pod whose TPU or GPU is missing fails instead of training on the CPU.
+    env.append({"name": "JAX_PLATFORMS", "value": jax_platform(spec.accelerator.type)})
     pod_spec = runtime_pod_spec(
         image=image,
         # The final /progress document outlives the process as the termination message.

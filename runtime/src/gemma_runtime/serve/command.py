@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gemma_runtime.config import ConfigError, ServeConfig, load_serve_config
+from gemma_runtime.endpoints import write_message
 
 DESCRIPTION = (
     "Serve one model behind an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mesh", help="DATAxTENSOR, e.g. 2x4: data replicas over the slots, each over tensor chips"
+    )
+    parser.add_argument(
+        "--message-file",
+        type=Path,
+        metavar="FILE",
+        help="write why the server could not start here (the pod's /dev/termination-log)",
     )
     parser.add_argument(
         "--dry-run",
@@ -112,14 +119,17 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from gemma_runtime.devices import ACCELERATOR_MISSING, DeviceError
     from gemma_runtime.serve.plan import plan_for_host
 
-    # Before anything loads: a model that cannot fit fails now, with the numbers and what would fit.
+    # Before anything loads: a model that cannot fit fails now, with the numbers and what would fit, and
+    # a pod whose TPU or GPU is missing fails instead of serving on the CPU.
     try:
         plan = plan_for_host(config, find_devices=not (args.dry_run and config.accelerator))
+    except DeviceError as err:
+        return _refuse(args, ACCELERATOR_MISSING, err, code=1)
     except ValueError as err:  # memory.PlanError, or an accelerator the table does not have
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _refuse(args, "ServingPlanFailed", err, code=2)
     if args.dry_run:
         print(plan.summary())
         return 0
@@ -127,3 +137,10 @@ def run(args: argparse.Namespace) -> int:
 
     serve(config, plan)
     return 0
+
+
+def _refuse(args: argparse.Namespace, reason: str, err: Exception, *, code: int) -> int:
+    """Say why the server cannot start, on stderr and in the message file the operator reads."""
+    print(f"error: {err}", file=sys.stderr)
+    write_message(getattr(args, "message_file", None), {"reason": reason, "error": str(err)})
+    return code

@@ -5,11 +5,13 @@ finds and the memory each reports), and the memory model's answer (``gemma_runti
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from gemma_runtime.checkpoint import Format, detect, hf, store
 from gemma_runtime.config import ServeConfig
+from gemma_runtime.devices import local_devices, promised_platform
 from gemma_runtime.memory import Chips, Dtype, Mesh, PlanError, ServingPlan, host_chips, plan_serving
 from gemma_runtime.variants import TransformerConfig, preset
 
@@ -70,9 +72,9 @@ def plan_for_host(config: ServeConfig, *, find_devices: bool = True) -> ServingP
     the config's accelerator alone when ``find_devices`` is False (planning without the hardware)."""
     if not find_devices:
         return plan(config)
-    import jax
-
-    devices, platform = jax.local_devices(), jax.default_backend()
+    acc = config.accelerator
+    # Raises devices.DeviceError when the promised TPU or GPU is missing: never fall back to the CPU.
+    devices, platform = local_devices(promised_platform(os.environ, acc.type if acc else None))
     result = plan(config, devices, platform)
     if result.chips.count != len(devices):
         raise PlanError(

@@ -18,6 +18,7 @@ from gemma_runtime.config import (
     distributed,
     load_train_config,
 )
+from gemma_runtime.endpoints import write_message
 
 log = logging.getLogger(__name__)
 DESCRIPTION = (
@@ -122,7 +123,15 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
 
+    from gemma_runtime.devices import ACCELERATOR_MISSING, DeviceError
+
     setup.initialize_distributed(cluster)
+    try:
+        setup.check_devices(os.environ)
+    except DeviceError as err:  # never train on the CPU in place of a missing TPU or GPU
+        print(f"error: {err}", file=sys.stderr)
+        write_message(args.message_file, {"reason": ACCELERATOR_MISSING, "error": str(err)})
+        return 1
     options = loop.Options(
         metrics_file=args.metrics_file,
         log_every=args.log_every,

@@ -4,7 +4,7 @@ its shardings), and global batches built shard by shard."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from gemma_runtime.checkpoint import load_model, read_config
 from gemma_runtime.checkpoint.params import abstract_model, variables
 from gemma_runtime.config import CheckpointFormat, Distributed, TrainConfig
+from gemma_runtime.devices import local_devices, promised_platform
 from gemma_runtime.model import Transformer, TransformerConfig, preset
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import param_shardings, place, variable_sharding
@@ -44,6 +45,12 @@ def initialize_distributed(cluster: Distributed | None) -> None:
         num_processes=cluster.processes,
         process_id=cluster.process_id,
     )
+
+
+def check_devices(environ: Mapping[str, str]) -> None:
+    """Raises devices.DeviceError when the TPU or GPU that JAX_PLATFORMS promised is missing (after
+    jax.distributed starts: looking at the devices earlier would start JAX alone)."""
+    local_devices(promised_platform(environ))
 
 
 def tokenizer_for(config: TrainConfig) -> Tokenizer:

@@ -5,6 +5,7 @@ at zero; transition times move only on change; Events on transitions; serving fi
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from gemma_operator.reconcile.conditions import transitions
@@ -111,6 +112,36 @@ def test_crash_loop_pull_failure_and_oom() -> None:
     )
     for pod, reason in [(crash, "CrashLoopBackOff"), (pull, "ImagePullBackOff"), (oom, "OOMKilled")]:
         assert _conds(_status(Observed(1, _deployment(1, 0), [pod])))["Degraded"] == ("True", reason)
+
+
+def test_a_runtime_that_misses_its_accelerator_says_so_in_degraded() -> None:
+    # What `gemma-runtime serve --message-file /dev/termination-log` writes when its TPU is not there
+    # (tests/runtime/test_devices.py); the kubelet restarts it, so it shows as the last state.
+    error = "accelerator: this pod was promised tpu devices but JAX found only cpu; ..."
+    terminated = {
+        "exitCode": 1,
+        "reason": "Error",
+        "message": json.dumps({"reason": "AcceleratorMissing", "error": error}),
+    }
+    pod = _pod(
+        "srv-0",
+        containerStatuses=[
+            {
+                "name": "runtime",
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                "lastState": {"terminated": terminated},
+            }
+        ],
+    )
+    status = _status(Observed(1, _deployment(1, 0), [pod]))
+    assert status["phase"] == "Degraded"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "AcceleratorMissing"
+    assert degraded["message"] == f"pod srv-0 container runtime: exited with code 1: {error}"
+    # A crash's last log lines (not the runtime's JSON) stay a plain crash loop.
+    terminated["message"] = "Traceback (most recent call last): ..."
+    status = _status(Observed(1, _deployment(1, 0), [pod]))
+    assert next(c for c in status["conditions"] if c["type"] == "Degraded")["reason"] == "CrashLoopBackOff"
 
 
 def test_suspended_says_so() -> None:

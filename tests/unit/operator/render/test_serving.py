@@ -80,6 +80,19 @@ def test_tpu_placement_asks_for_one_hosts_chips() -> None:
     assert pod["serviceAccountName"] == "gemma-reader"
 
 
+def test_every_pod_names_its_jax_platform_and_leaves_a_termination_message() -> None:
+    # Named for accelerators too, so a pod whose TPU or GPU is missing fails instead of using the CPU.
+    gpu = merge(sample("server-tiny-cpu"), {"spec": {"accelerator": {"type": "nvidia-l4", "count": 2}}})
+    for doc, platform in [
+        (sample("server-gemma-7b-v5e"), "tpu"),
+        (gpu, "cuda"),
+        (sample("server-tiny-cpu"), "cpu"),
+    ]:
+        container = _render(doc)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        assert {"name": "JAX_PLATFORMS", "value": platform} in container["env"]
+        assert container["args"][-2:] == ["--message-file", "/dev/termination-log"]
+
+
 def test_gpu_spot_and_reservation_placement() -> None:
     doc = merge(
         sample("server-tiny-cpu"),

@@ -75,6 +75,14 @@ def test_an_ambiguous_2x4_selects_the_machine_type_of_its_hosts() -> None:
     )
 
 
+def test_every_training_pod_names_its_jax_platform() -> None:
+    tpu = _render(sample("training-gemma-2b-v5e"))["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert _env(tpu)["JAX_PLATFORMS"] == "tpu"
+    jobset = _render(sample("training-multislice-v5p"))["JobSet"]["spec"]["replicatedJobs"][0]
+    container = jobset["template"]["spec"]["template"]["spec"]["containers"][0]
+    assert _env(container)["JAX_PLATFORMS"] == "tpu"
+
+
 def test_ttl_and_suspend_reach_the_job() -> None:
     job = _render(
         merge(sample("training-tiny-cpu"), {"spec": {"suspend": True, "ttlSecondsAfterFinished": 60}})
