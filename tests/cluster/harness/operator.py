@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tests.cluster.harness.control_plane import LocalCluster, _die_with_parent, free_port
@@ -18,9 +19,14 @@ from tests.cluster.harness.control_plane import LocalCluster, _die_with_parent, 
 
 class OperatorProcess:
     def __init__(
-        self, cluster: LocalCluster, kubeconfig: Path | None = None, resync_seconds: float = 5.0
+        self,
+        cluster: LocalCluster,
+        kubeconfig: Path | None = None,
+        resync_seconds: float = 5.0,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.settings = dict(settings or {})  # extra GEMMA_OPERATOR_* variables
         self.kubeconfig = kubeconfig or cluster.kubeconfig
         self.resync_seconds = resync_seconds
         self.health_port = free_port()
@@ -37,6 +43,7 @@ class OperatorProcess:
             "GEMMA_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "GEMMA_OPERATOR_RESYNC_SECONDS": str(self.resync_seconds),
             "GEMMA_OPERATOR_RUNTIME_IMAGE": "gemma-runtime:test",
+            **self.settings,
         }
         self.starts += 1
         with self.log.open("ab") as out:
@@ -105,3 +112,22 @@ class OperatorProcess:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def as_service_account(
+    cluster: LocalCluster, namespace: str, settings: Mapping[str, str] | None = None
+) -> Iterator[OperatorProcess]:
+    """The operator with the rights of the chart's ServiceAccount in ``namespace`` (installed already), so
+    the chart's RBAC is exercised; after it stops, its log must hold no refusal by RBAC."""
+    user = f"system:serviceaccount:{namespace}:gemma-operator"
+    token = cluster.kubectl("-n", namespace, "create", "token", "gemma-operator", "--duration=2h")
+    kubeconfig = cluster.write_kubeconfig(cluster.workdir / "operator.kubeconfig", user, token.strip())
+    process = OperatorProcess(cluster, kubeconfig=kubeconfig, settings=settings)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+    log = process.log.read_text(errors="replace")
+    assert f'User "{user}" cannot' not in log, log[-3000:]  # RBAC's refusal names the user

@@ -28,7 +28,7 @@ from tests.cluster.harness.binaries import BuildError, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.jobset import ensure_jobset, start_jobset, wait_established
 from tests.cluster.harness.nodes import V5E_4X4
-from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.operator import OperatorProcess, as_service_account
 from tests.cluster.harness.runtime import RuntimeProcess, rendered_config
 from tests.cluster.harness.wait import wait_for
 from tests.cluster.operator.test_training import _fail
@@ -53,7 +53,6 @@ TRAINING = merge(
 TRAINING["spec"]["pod"] = {}
 SLICE = "jobset.sigs.k8s.io/job-index"
 INDEX = "batch.kubernetes.io/job-completion-index"
-USER = f"system:serviceaccount:{NAMESPACE}:gemma-operator"
 RBAC_KINDS = {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 
 
@@ -82,21 +81,6 @@ def _cluster(bin_dir: Path) -> Iterator[LocalCluster]:
         yield cluster
 
 
-@contextlib.contextmanager
-def _operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    """The operator with the installed ServiceAccount's rights, so the RBAC for JobSets is exercised."""
-    token = cluster.kubectl("-n", NAMESPACE, "create", "token", "gemma-operator", "--duration=2h")
-    kubeconfig = cluster.write_kubeconfig(cluster.workdir / "operator.kubeconfig", USER, token.strip())
-    process = OperatorProcess(cluster, kubeconfig=kubeconfig)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-    log = process.log.read_text(errors="replace")
-    assert f'User "{USER}" cannot' not in log, log[-3000:]  # RBAC's refusal names the user
-
-
 @pytest.fixture(scope="module")
 def jobset_cluster(binaries: tuple[Path, Path]) -> Iterator[LocalCluster]:
     bin_dir, jobset = binaries
@@ -107,7 +91,7 @@ def jobset_cluster(binaries: tuple[Path, Path]) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def operator(jobset_cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    with _operator(jobset_cluster) as process:
+    with as_service_account(jobset_cluster, NAMESPACE) as process:
         yield process
 
 
@@ -315,7 +299,7 @@ def test_jobset_installed_after_the_operator_started_unblocks_a_waiting_training
     """The operator asks again while the JobSet API is missing, so installing JobSet later is enough
     (its own cluster: the module's has JobSet from the start)."""
     bin_dir, jobset = binaries
-    with _cluster(bin_dir) as cluster, _operator(cluster):
+    with _cluster(bin_dir) as cluster, as_service_account(cluster, NAMESPACE):
         cluster.kubectl("create", "namespace", "late")
         cluster.kubectl("-n", "late", "apply", "-f", "-", input_text=json.dumps(TRAINING))
         status = _status(cluster, "late", lambda s: s.get("phase") == "Failed", "Blocked without JobSet")
