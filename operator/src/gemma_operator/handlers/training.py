@@ -138,7 +138,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
         )
         *_, workload_next = render_workload(obj, training, ctx.settings, attempt + 1)
         ctx.kube.apply(workload_next, fm)
-    if blocked is None:
+    if blocked is None and refused is None:  # the failed attempt stays until its successor exists
         _delete_old_attempts(ctx, obj, (api_version, kind), int(decision.status["attempt"]))
     return decision.status
 
