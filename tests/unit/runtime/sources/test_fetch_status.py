@@ -122,7 +122,8 @@ def test_two_fetches_into_one_cache_download_once(hub: FakeHub, tmp_path: Path) 
     second.start()
     first.join(60)
     second.join(60)
-    assert not first.is_alive() and not second.is_alive(), "a fetch hung"
+    assert not first.is_alive(), "the first fetch hung"
+    assert not second.is_alive(), "the second fetch hung"
 
     assert hub.file_gets() == len(WANTED)
     assert [set(r.downloaded) for r in results] == [WANTED, set()]
