@@ -74,7 +74,7 @@ def test_unsatisfiable_topology_stays_pending_with_the_scheduler_reason(
         return events[0].message if events else None
 
     message = wait_for(failed_scheduling, 60, "a FailedScheduling event")
-    assert "0/13 nodes are available" in message
+    assert "0/15 nodes are available" in message
     assert "node affinity/selector" in message
     (pod,) = _pods(api_client, namespace, "app=odd")
     assert pod.status.phase == "Pending"

@@ -6,17 +6,22 @@ operator mid-reconcile and an invalid spec that slipped past admission all conve
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.api_cases import SAMPLE_FILES, load, merge, sample
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.nodes import DEFAULT_POOLS
 from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.runtime import rendered_config
 from tests.cluster.harness.wait import wait_for
 
 SERVERS = [p for p in SAMPLE_FILES if load(p)["kind"] == "GemmaServer"]
@@ -158,7 +163,7 @@ def test_a_pool_that_does_not_exist_is_degraded_with_the_scheduler_reason(
         return degraded if degraded["reason"] == "Unschedulable" else None
 
     degraded = wait_for(unschedulable, 60, "the scheduler's reason")
-    assert "0/13 nodes are available" in degraded["message"]
+    assert "0/15 nodes are available" in degraded["message"]
     events = crds.kubectl(
         "-n", namespace, "get", "events", "--field-selector", "involvedObject.kind=GemmaServer"
     )
@@ -173,6 +178,45 @@ def test_pods_that_cannot_be_created_are_degraded_with_the_reason(
     degraded = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
     assert degraded["reason"] == "FailedCreate"
     assert 'serviceaccount "gemma-reader" not found' in degraded["message"]
+
+
+def test_a_pod_whose_tpu_is_missing_is_degraded_with_the_runtimes_reason(
+    crds: LocalCluster, running_operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    # The real runtime, started with the pod's JAX_PLATFORMS and config on this machine (no TPU), exits
+    # instead of serving on the CPU; the kubelet's part (a crash loop with its message) is kwok's.
+    doc = merge(sample("server-tiny-cpu"), {"spec": {"accelerator": {"type": "v5e", "topology": "2x4"}}})
+    name = doc["metadata"]["name"]
+    _apply(crds, namespace, doc)
+    (pod,) = wait_for(lambda: _pods(crds, namespace, name) or None, 60, "the server's pod")
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["JAX_PLATFORMS"] == "tpu"
+    config = tmp_path / "runtime.yaml"
+    config.write_text(yaml.safe_dump(rendered_config(crds, f"gemma.ai/server={name}", namespace)))
+    message = tmp_path / "termination-log"
+    args = [a.replace("/etc/gemma/runtime.yaml", str(config)) for a in container["args"]]
+    args[args.index("/dev/termination-log")] = str(message)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "gemma_runtime", *args],
+        env={**environ, "JAX_PLATFORMS": env["JAX_PLATFORMS"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    crds.kubectl(
+        "-n", namespace, "annotate", "pod", pod["metadata"]["name"], "kwok.gemma.ai/crash-exit-code=1",
+        f"kwok.gemma.ai/exit-message={message.read_text()}",
+    )  # fmt: skip
+    obj = _phase(crds, namespace, name, "Degraded", timeout=60)
+    degraded = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "AcceleratorMissing"
+    assert "promised tpu devices but JAX could not start them" in degraded["message"]
+    events = crds.kubectl("-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}")
+    assert "AcceleratorMissing" in events
 
 
 def test_scale_rollout_suspend_and_child_repair_converge(

@@ -21,7 +21,7 @@ from gemma_operator.api.conditions import DEGRADED, FAILED, RUNNING, SUCCEEDED, 
 from gemma_operator.api.training import RETRY_EXIT_CODE
 from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import Cond, merge, timestamp
-from gemma_operator.reconcile.pods import create_failure, pod_problem
+from gemma_operator.reconcile.pods import create_failure, pod_problem, runtime_refusal
 
 HISTORY = 20
 WARNINGS = {FAILED: True, DEGRADED: True}
@@ -109,6 +109,9 @@ def _pod_failure(pod: Mapping[str, Any]) -> Restart | None:
         code = terminated.get("exitCode")
         if code == RETRY_EXIT_CODE:
             return Restart(f"RetryRequested (exit code {code}) on pod {name}", counted=False)
+        refused = runtime_refusal(container)
+        if refused is not None and code not in (None, 0):  # the runtime's own reason, e.g. AcceleratorMissing
+            return Restart(f"{refused[0]} ({refused[1]}) on pod {name}", counted=True)
         if code not in (None, 0):
             return Restart(
                 f"PodFailed (exit code {code}, {terminated.get('reason', 'Error')}) on pod {name}",

@@ -94,6 +94,18 @@ def test_an_application_error_restarts_and_counts() -> None:
     assert "exit code 1" in decision.status["restartHistory"][0]["reason"]
 
 
+def test_a_pod_whose_accelerator_is_missing_restarts_with_the_runtimes_reason() -> None:
+    error = "accelerator: this pod was promised tpu devices but JAX could not start them: ..."
+    message = json.dumps({"reason": "AcceleratorMissing", "error": error})
+    terminated = {"exitCode": 1, "reason": "Error", "message": message}
+    pod = _pod(1, "Failed", containerStatuses=[{"name": "runtime", "state": {"terminated": terminated}}])
+    decision = _decide(Observed(2, _job("Failed", "BackoffLimitExceeded"), [_pod(0), pod]))
+    assert decision.restart is not None
+    assert decision.restart.counted
+    reason = decision.status["restartHistory"][0]["reason"]
+    assert reason.startswith(f"AcceleratorMissing (exited with code 1: {error}) on pod ")
+
+
 def test_disruptions_and_retry_requests_do_not_count() -> None:
     disruption = _job(
         "Failed",
