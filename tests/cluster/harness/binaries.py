@@ -109,31 +109,34 @@ def _go(args: list[str], cwd: Path, log: Log, env: dict[str, str] | None = None)
     """Run ``go``, streaming its lines; ``-v`` package lines are folded into a counter."""
     full_env = {**os.environ, **(env or {})}
     log(f"[cluster-binaries] go {' '.join(args)}")
-    proc = subprocess.Popen(
+    counts = {"compiled": 0, "downloading": 0, "added": 0}
+    last_report = time.monotonic()
+    tail: list[str] = []
+    # `with` closes the pipe: an unclosed one is a ResourceWarning (an error in the tests) when the
+    # binaries are built inside a test session, as on a fresh machine.
+    with subprocess.Popen(
         ["go", *args],
         cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert proc.stdout is not None
-    counts = {"compiled": 0, "downloading": 0, "added": 0}
-    last_report = time.monotonic()
-    tail: list[str] = []
-    for raw in proc.stdout:
-        line = raw.rstrip()
-        tail = [*tail[-40:], line]
-        kind = _line_kind(line)
-        if kind is None:
-            log(f"[cluster-binaries]   {line}")
-            continue
-        counts[kind] += 1
-        if time.monotonic() - last_report > 15:
-            done = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-            log(f"[cluster-binaries]   {done}; now {line}")
-            last_report = time.monotonic()
-    if proc.wait() != 0:
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            tail = [*tail[-40:], line]
+            kind = _line_kind(line)
+            if kind is None:
+                log(f"[cluster-binaries]   {line}")
+                continue
+            counts[kind] += 1
+            if time.monotonic() - last_report > 15:
+                done = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+                log(f"[cluster-binaries]   {done}; now {line}")
+                last_report = time.monotonic()
+        code = proc.wait()
+    if code != 0:
         raise BuildError(f"go {' '.join(args)} failed in {cwd}:\n" + "\n".join(tail))
 
 

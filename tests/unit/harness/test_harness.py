@@ -87,7 +87,15 @@ def test_default_pools_cover_the_issue_shapes() -> None:
         ("tpu-v6e-slice", "2x4"),
     } <= shapes
     assert nodes.L4.extended == {"nvidia.com/gpu": "2"}
-    assert sum(p.hosts for p in nodes.DEFAULT_POOLS) == 13
+    assert sum(p.hosts for p in nodes.DEFAULT_POOLS) == 15
+    # Two v5e 2x4 pools with the same TPU labels: 8-chip single-host and 4-chip two-host machines.
+    v5e_2x4 = [
+        p.machine_type
+        for p in nodes.DEFAULT_POOLS
+        if p.labels.get("cloud.google.com/gke-tpu-topology") == "2x4"
+        and p.labels.get("cloud.google.com/gke-tpu-accelerator") == "tpu-v5-lite-podslice"
+    ]
+    assert sorted(v5e_2x4) == ["ct5lp-hightpu-4t", "ct5lp-hightpu-8t"]
 
 
 def _stages() -> dict[str, dict[str, Any]]:
@@ -105,12 +113,16 @@ def test_pod_end_stages_are_mutually_exclusive() -> None:
         "pod-init-fail",
         "pod-succeed",
         "pod-fail",
+        "pod-crash-loop",
         "pod-delete",
     }
     succeed = {e["key"]: e["operator"] for e in stages["pod-succeed"]["selector"]["matchExpressions"]}
     fail = {e["key"]: e["operator"] for e in stages["pod-fail"]["selector"]["matchExpressions"]}
     key = '.metadata.annotations["kwok.gemma.ai/fail-exit-code"]'
     assert (succeed[key], fail[key]) == ("DoesNotExist", "Exists")
+    crash = {e["key"]: e["operator"] for e in stages["pod-crash-loop"]["selector"]["matchExpressions"]}
+    succeeding = '.metadata.annotations["kwok.gemma.ai/succeed-after"]'
+    assert (crash[key], crash[succeeding], succeed[succeeding]) == ("DoesNotExist", "DoesNotExist", "Exists")
     ready = {e["key"]: e["operator"] for e in stages["pod-ready"]["selector"]["matchExpressions"]}
     assert ready[".status.podIP"] == "DoesNotExist"  # never matches a Running pod, which has an IP
     hold = {e["key"]: e["operator"] for e in stages["pod-init-hold"]["selector"]["matchExpressions"]}
