@@ -6,7 +6,6 @@ Without binaries and without Go the tier skips with the reason, unless ``GEMMA_R
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -14,8 +13,9 @@ import pytest
 from kubernetes import client, config
 
 from tests.api_cases import REPO
-from tests.cluster.harness.binaries import BuildError, ensure_binaries
+from tests.cluster.harness.binaries import ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
+from tests.cluster.harness.required import required
 
 
 def _report(request: pytest.FixtureRequest, line: str) -> None:
@@ -31,12 +31,7 @@ def _report(request: pytest.FixtureRequest, line: str) -> None:
 
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    try:
-        bin_dir = ensure_binaries()
-    except BuildError as err:
-        if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
-            pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no control plane: {err}")
-        pytest.skip(f"cluster tier skipped: {err}")
+    bin_dir = required("control plane", ensure_binaries)
     with LocalCluster(bin_dir=bin_dir) as local:
         steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in local.timings.items())
         memory = local.memory_mib()

@@ -3,23 +3,18 @@ the cluster tier's rule: missing binaries skip, or fail under ``GEMMA_REQUIRE_CL
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.cluster.chart.helm import Helm
-from tests.cluster.harness.binaries import BuildError, ensure_binaries
+from tests.cluster.harness.binaries import ensure_binaries
+from tests.cluster.harness.required import required
 
 
 @pytest.fixture(scope="session")
 def helm_binary() -> Path:
-    try:
-        return ensure_binaries() / "helm"
-    except BuildError as err:
-        if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
-            pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no helm: {err}")
-        pytest.skip(f"cluster tier skipped: {err}")
+    return required("helm", ensure_binaries) / "helm"
 
 
 @pytest.fixture(scope="session")

@@ -24,11 +24,12 @@ import yaml
 from gemma_runtime.config import distributed
 from gemma_runtime.train.command import sample_data
 from tests.api_cases import merge, sample
-from tests.cluster.harness.binaries import BuildError, ensure_binaries
+from tests.cluster.harness.binaries import ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.jobset import ensure_jobset, start_jobset, wait_established
 from tests.cluster.harness.nodes import V5E_4X4
 from tests.cluster.harness.operator import OperatorProcess, as_service_account
+from tests.cluster.harness.required import required
 from tests.cluster.harness.runtime import RuntimeProcess, rendered_config
 from tests.cluster.harness.wait import wait_for
 from tests.cluster.operator.test_training import _fail
@@ -59,12 +60,7 @@ RBAC_KINDS = {"CustomResourceDefinition", "Namespace", "ServiceAccount", "Cluste
 @pytest.fixture(scope="module")
 def binaries() -> tuple[Path, Path]:
     """The control plane's binaries and JobSet's folder, built when missing."""
-    try:
-        return ensure_binaries(), ensure_jobset()
-    except BuildError as err:
-        if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
-            pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no control plane with JobSet: {err}")
-        pytest.skip(f"multislice cluster tests skipped: {err}")
+    return required("control plane with JobSet", lambda: (ensure_binaries(), ensure_jobset()))
 
 
 @contextlib.contextmanager

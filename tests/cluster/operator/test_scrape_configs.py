@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from tests.cluster.harness.binaries import BuildError, cache_root, ensure_binari
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.jobset import wait_established
 from tests.cluster.harness.operator import OperatorProcess, as_service_account
+from tests.cluster.harness.required import required
 from tests.cluster.harness.wait import wait_for
 from tests.unit.packaging.generate import NAMESPACE
 
@@ -48,12 +48,7 @@ def _servicemonitor_crd() -> Path:
 
 @pytest.fixture(scope="module")
 def parts() -> tuple[Path, Path]:
-    try:
-        return ensure_binaries(), _servicemonitor_crd()
-    except BuildError as err:
-        if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
-            pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no control plane or ServiceMonitor CRD: {err}")
-        pytest.skip(f"scrape config cluster tests skipped: {err}")
+    return required("control plane or ServiceMonitor CRD", lambda: (ensure_binaries(), _servicemonitor_crd()))
 
 
 @contextlib.contextmanager

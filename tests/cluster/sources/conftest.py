@@ -4,23 +4,17 @@ failure."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness.binaries import BuildError
 from tests.cluster.harness.gcs import FakeGcs, ensure_fake_gcs
+from tests.cluster.harness.required import required
 
 
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
-    try:
-        binary = ensure_fake_gcs()
-    except BuildError as err:
-        if os.environ.get("GEMMA_REQUIRE_CLUSTER") == "1":
-            pytest.fail(f"GEMMA_REQUIRE_CLUSTER=1 but no Cloud Storage emulator: {err}")
-        pytest.skip(f"gs:// emulator tests skipped: {err}")
+    binary = required("Cloud Storage emulator", ensure_fake_gcs)
     with FakeGcs(binary, tmp_path_factory.mktemp("fake-gcs")) as emulator:
         yield emulator
 
