@@ -50,6 +50,19 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+def _progress_when(port: int, check: Any, what: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    progress: dict[str, Any] = {}
+    while not check(progress):
+        assert time.monotonic() < deadline, f"{what}: {progress}"
+        time.sleep(0.05)
+        try:
+            progress = json.loads(_get(port, "/progress")[1])
+        except OSError:
+            continue
+    return progress
+
+
 def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Path) -> None:
     port = free_port()
     config = load_train_config(
@@ -66,14 +79,11 @@ def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Pa
     thread = threading.Thread(target=lambda: outcome.setdefault("result", training.run(stop)))
     thread.start()
     try:
-        deadline, progress = time.monotonic() + 120, dict[str, Any]()
-        while not (progress.get("last_checkpoint") and progress.get("tokens_per_second")):
-            assert time.monotonic() < deadline, progress
-            time.sleep(0.2)
-            try:
-                progress = json.loads(_get(port, "/progress")[1])
-            except OSError:
-                continue
+        progress = _progress_when(
+            port,
+            lambda p: bool(p.get("last_checkpoint") and p.get("tokens_per_second")),
+            "a committed checkpoint and a rate",
+        )
         assert progress["name"] == "p"
         assert progress["total_steps"] == 10_000
         assert progress["state"] == "Running"
@@ -102,19 +112,6 @@ def test_progress_metrics_and_health_endpoints_and_a_requested_stop(tmp_path: Pa
     assert result.steps < 10_000
     assert result.checkpoint.endswith(f"/ck/{result.steps}")
     assert (tmp_path / "ck" / str(result.steps) / "_CHECKPOINT_METADATA").exists()
-
-
-def _progress_when(port: int, check: Any, what: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    progress: dict[str, Any] = {}
-    while not check(progress):
-        assert time.monotonic() < deadline, f"{what}: {progress}"
-        time.sleep(0.05)
-        try:
-            progress = json.loads(_get(port, "/progress")[1])
-        except OSError:
-            continue
-    return progress
 
 
 def test_a_checkpoint_is_reported_only_once_committed_and_the_run_ends_with_its_final_figures(
