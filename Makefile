@@ -70,7 +70,7 @@ verify: manifests ## Regenerate everything generated and fail if git sees a diff
 ##@ Local cluster (real control plane built from Go modules)
 
 .PHONY: cluster-binaries
-cluster-binaries: $(STAMP) ## Find or build etcd, kube-*, kubectl, kwok, helm, fake-gcs-server and JobSet into ~/.cache/gemma-operator.
+cluster-binaries: $(STAMP) ## Find or build etcd, kube-*, kubectl, kwok, helm, fake-gcs-server, gcsfuse, JobSet and the Inference Gateway's endpoint picker into ~/.cache/gemma-operator.
 	$(PY) -m tests.cluster.harness binaries
 
 .PHONY: cluster
@@ -96,6 +96,7 @@ bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving an
 	$(PY) -m tests.bench.batch_sweep --output bench/sweep.json
 	$(PY) -m tests.bench.sharded_bench --output bench/sharded.json
 	$(PY) -m tests.bench.load_bench --output bench/load.json
+	$(PY) -m tests.bench.compile_cache_bench --output bench/compile_cache.json
 	$(PY) -m tests.bench.report
 
 ##@ Images and deployment

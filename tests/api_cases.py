@@ -96,4 +96,6 @@ INVALID = [
     Invalid("dataset-missing", TINY_TRAINING, {"dataset": DELETE}, "spec.dataset", "Required value", "Field required"),
     Invalid("name-too-long", TINY_TRAINING, {}, "metadata.name", "at most 63 characters", "at most 63 characters", name="t" * 64),
     Invalid("toleration-operator", TINY_SERVER, {"pod": {"tolerations": [{"key": "a", "operator": "In"}]}}, "spec.pod.tolerations[0].operator", "Unsupported value", "unsupported value"),
+    Invalid("picker-service-name", TINY_SERVER, {"inferencePool": {"endpointPicker": {"name": "EPP_1"}}}, "spec.inferencePool.endpointPicker.name", "should match", "should match pattern"),
+    Invalid("picker-failure-mode", TINY_SERVER, {"inferencePool": {"endpointPicker": {"failureMode": "Retry"}}}, "spec.inferencePool.endpointPicker.failureMode", "Unsupported value", "unsupported value"),
 ]  # fmt: skip

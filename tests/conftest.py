@@ -3,7 +3,8 @@
 Tiers: ``unit`` (tests/unit, tests/contract), ``runtime`` (tests/runtime: JAX on CPU, parity against
 reference implementations in their own cached venvs), ``cluster`` (tests/cluster: the real control plane),
 ``e2e`` (tests/e2e: kind, needs Docker), ``gpu`` (tests/gpu: opt-in with ``--gpu``).
-``GEMMA_REQUIRE_TIERS=unit,cluster`` (set by CI) fails the run when a named tier selected no test.
+``GEMMA_REQUIRE_TIERS=unit,cluster`` (set by CI) fails the run when a named tier selected no test. A
+session with cluster tests first finds or builds the Go parts they need (tests/cluster/harness/parts.py).
 """
 
 from __future__ import annotations
@@ -69,3 +70,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     empty = [tier for tier in required if counts.get(tier, 0) == 0]
     if empty:
         raise pytest.UsageError(f"GEMMA_REQUIRE_TIERS: no test selected in tier(s) {', '.join(empty)}")
+    if counts.get("cluster") and not session.config.option.collectonly:
+        _build_cluster_parts(session.config)
+
+
+def _build_cluster_parts(config: pytest.Config) -> None:
+    """Build the Go parts before the first test, outside every test's timeout (a cold build is longer
+    than one); a part that cannot be built is reported again by the tests that need it."""
+    from tests.cluster.harness.parts import build_all
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    build_all(log=reporter.write_line if reporter is not None else print)

@@ -12,8 +12,12 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -127,6 +131,15 @@ def find(prefix: str) -> str:
     if len(matches) != 1:
         raise AssertionError(f"README: {len(matches)} commands start with {prefix!r}, expected 1")
     return matches.pop()
+
+
+def yaml_documents(marker: str) -> list[dict[str, Any]]:
+    """The documents of the one ``yaml`` block of the README whose text contains ``marker``."""
+    blocks = re.findall(r"^( *)```yaml\n(.*?)^\1```", README.read_text(), flags=re.MULTILINE | re.DOTALL)
+    texts = [textwrap.dedent(body) for indent, body in blocks if marker in body]
+    if len(texts) != 1:
+        raise AssertionError(f"README: {len(texts)} yaml blocks contain {marker!r}, expected 1")
+    return [doc for doc in yaml.safe_load_all(texts[0]) if doc]
 
 
 def run(command: str, env: Mapping[str, str] | None = None, timeout: float = 240, check: bool = True) -> str:

@@ -180,6 +180,33 @@ def sweep_section(r: dict[str, Any], plot: str) -> list[str]:
     ]
 
 
+def compile_cache_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## A second start with the persistent compilation cache",
+        "",
+        "`gemma-runtime serve --compilation-cache DIR` started twice on one fresh folder, random weights on "
+        "the CPU (`python -m tests.bench.compile_cache_bench`): seconds from launch to `/readyz`, and the "
+        "warm-up that compiles (first start) or loads from the cache (second) every step shape.",
+        "",
+        "| preset | slots x length | programs | first start: ready / warm-up | second start: ready / warm-up "
+        "| warm-up ratio | cache size |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in r["cases"]:
+        first, second = c["first"], c["second"]
+        cells = [
+            c["variant"],
+            f"{c['slots']} x {c['max_sequence_length']}",
+            f"{first['cache_misses']:.0f} compiled, then {second['cache_hits']:.0f} loaded",
+            f"{first['ready_seconds']:.1f} s / {first['warm_up_seconds']:.1f} s",
+            f"{second['ready_seconds']:.1f} s / {second['warm_up_seconds']:.1f} s",
+            f"{c['warm_up_ratio']:.2f}x",
+            f"{c['cache_bytes'] / 1e6:.1f} MB",
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
+    return [*lines, ""]
+
+
 def _load(name: str) -> dict[str, Any] | None:
     path = OUT / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -212,6 +239,9 @@ def main() -> int:
                 "",
             ]
         lines += [f"![training tokens/s and loss curve]({plot_training(train, loss)})", ""]
+    compile_cache = _load("compile_cache.json")
+    if compile_cache:
+        lines += compile_cache_section(compile_cache)
     (OUT / "report.md").write_text("\n".join(lines))
     print((OUT / "report.md").read_text())
     return 0

@@ -57,6 +57,8 @@ def test_a_server_promised_a_tpu_refuses_the_cpu(tmp_path: Path, env: dict[str, 
     assert f"error: accelerator: this pod was {said}" in done.stderr
     assert "Uvicorn running" not in done.stderr
     assert said in _message(message)["error"]
+    # This machine has no TPU device nodes: the message says the pod never got the chips.
+    assert "did not get google.com/tpu from the node's device plugin" in _message(message)["error"]
 
 
 def test_a_training_promised_a_gpu_refuses_the_cpu(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """`make bench`'s report: from the benchmarks' JSON results it writes bench/report.md with the tables and
-PNG plots (latency against request rate, throughput against batch size, training tokens/s and loss)."""
+PNG plots (latency against request rate, throughput against batch size, training tokens/s and loss) and
+the compilation cache's second start."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def test_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytest.Monk
     loss = {"steps": [5, 10, 15], "loss": [7.5, 6.1, 5.2], "tokens_per_second": [None, 900.0, 910.0]}
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     (tmp_path / "loss.json").write_text(json.dumps(loss))
+    start = {"ready_seconds": 30.0, "warm_up_seconds": 20.0, "cache_hits": 0.0, "cache_misses": 7.0}
+    again = {"ready_seconds": 12.0, "warm_up_seconds": 5.0, "cache_hits": 7.0, "cache_misses": 0.0}
+    case = {"variant": "tiny", "slots": 4, "max_sequence_length": 256, "max_prefill_length": 64}
+    case |= {"first": start, "second": again, "cache_bytes": 1.3e6, "warm_up_ratio": 0.25, "ready_ratio": 0.4}
+    (tmp_path / "compile_cache.json").write_text(json.dumps({"cases": [case]}))
     monkeypatch.setattr(report, "OUT", tmp_path)
 
     assert report.main() == 0
@@ -38,6 +44,8 @@ def test_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytest.Monk
         assert section in text
     assert "| tokens/s | 20.0 | 30.3 | 45.9 | 69.6 |" in text
     assert "7.50 at step 5 to 5.20 at step 15" in text
+    row = "| tiny | 4 x 256 | 7 compiled, then 7 loaded | 30.0 s / 20.0 s | 12.0 s / 5.0 s | 0.25x | 1.3 MB |"
+    assert row in text
     for plot in ("latency_vs_rate.png", "throughput_vs_batch.png", "training.png"):
         assert f"]({plot})" in text
         data = (tmp_path / plot).read_bytes()

@@ -43,6 +43,12 @@ and patch; nothing here touches Secrets. */}}
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "create", "patch", "delete"]
+# The InferencePool of a server with spec.inferencePool (GKE Inference Gateway): applied while its CRD is
+# served, read back for the status, listed and deleted when the field goes away. Granted always: the field
+# is per server, and a rule on a kind the cluster does not serve grants nothing.
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- if has "PodMonitoring" .Values.operator.scrapeMonitors }}
 # The servers' Google Managed Prometheus scrape configs: applied, listed and deleted when unset.
 - apiGroups: ["monitoring.googleapis.com"]

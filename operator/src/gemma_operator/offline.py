@@ -11,6 +11,7 @@ import yaml
 from gemma_operator.api.v1alpha1 import GemmaServer, GemmaTraining
 from gemma_operator.api.validation import SpecError, parse
 from gemma_operator.config import Settings
+from gemma_operator.render.gateway import render_inference_pool
 from gemma_operator.render.plan import DoesNotFitError
 from gemma_operator.render.serving import render_server
 from gemma_operator.render.training import render_workload
@@ -38,7 +39,9 @@ def render_objects(doc: dict[str, Any], namespace: str, settings: Settings) -> l
     doc = {**doc, "metadata": {"uid": PLACEHOLDER_UID, "namespace": namespace, **doc.get("metadata", {})}}
     model = parse(doc)
     if isinstance(model, GemmaServer):
-        return render_server(doc, model, settings)
+        # The InferencePool too: the operator applies it where its CRD is installed.
+        pool = render_inference_pool(doc, model.spec, settings)
+        return render_server(doc, model, settings) + ([pool] if pool is not None else [])
     assert isinstance(model, GemmaTraining)
     return render_workload(doc, model, settings, attempt=0)
 

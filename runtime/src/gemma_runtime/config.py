@@ -23,6 +23,12 @@ class CheckpointFormat(enum.StrEnum):
     ORBAX = "orbax"  # the official Gemma JAX release (needs the variant: it carries no config)
 
 
+COMPILATION_CACHE_DESCRIPTION = (
+    "A folder for JAX's persistent compilation cache (keyed by program, compiler options, jax/XLA "
+    "versions and devices, so it may be shared); None compiles every start afresh."
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,6 +91,7 @@ class ServeConfig(_Strict):
         None, description="The chips to plan for; None: the devices JAX finds (memory from the device)."
     )
     mesh: ServeMesh | None = Field(None, description="None: chosen by the memory model.")
+    compilation_cache: str | None = Field(None, description=COMPILATION_CACHE_DESCRIPTION)
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
 
@@ -149,6 +156,7 @@ class TrainConfig(_Strict):
     mesh: MeshShape = MeshShape()
     checkpoints: CheckpointPolicy = CheckpointPolicy()
     num_slices: int = Field(1, ge=1)
+    compilation_cache: str | None = Field(None, description=COMPILATION_CACHE_DESCRIPTION)
     host: str = Field("0.0.0.0", description="Address of the progress endpoint (process 0 only).")
     port: int = Field(8000, ge=0, le=65535, description="The /progress, /metrics and /healthz port; 0: none.")
 

@@ -8,8 +8,10 @@ what JAX found. JAX-free until :func:`local_devices` is called.
 
 from __future__ import annotations
 
+import glob
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gemma_runtime import accelerators
@@ -19,6 +21,10 @@ log = logging.getLogger(__name__)
 # JAX_PLATFORMS names a plugin ("cuda"); jax.default_backend() names the backend ("gpu").
 BACKEND_OF_PLATFORM = {"tpu": "tpu", "cuda": "gpu", "rocm": "gpu", "gpu": "gpu", "cpu": "cpu"}
 ACCELERATOR_MISSING = "AcceleratorMissing"  # the reason the operator shows on the pod's owner
+
+
+# Where a TPU VM's chips appear in a container that was given google.com/tpu (v4/v5e: accel, v5p/v6e: vfio).
+TPU_DEVICE_GLOBS = ("/dev/accel*", "/dev/vfio/[0-9]*")
 
 
 class DeviceError(RuntimeError):
@@ -47,6 +53,48 @@ def mismatch(promised: str | None, backend: str) -> str | None:
     )
 
 
+def unusable_devices(paths: Iterable[str], uid: int, gids: set[int]) -> list[str]:
+    """The device nodes in ``paths`` that user ``uid`` with groups ``gids`` cannot open read-write, each
+    with its owner and mode. Judged by the permission bits alone: the runtime runs without capabilities,
+    so even UID 0 opens only what its owner, group or mode allow."""
+    problems = []
+    for path in paths:
+        stat = os.stat(path)
+        if stat.st_uid == uid:
+            wanted = 0o600
+        elif stat.st_gid in gids:
+            wanted = 0o060
+        else:
+            wanted = 0o006
+        if stat.st_mode & wanted != wanted:
+            problems.append(f"{path} (owner {stat.st_uid}:{stat.st_gid}, mode {stat.st_mode & 0o777:04o})")
+    return problems
+
+
+def tpu_device_hint(globs: Iterable[str] = TPU_DEVICE_GLOBS) -> str:
+    """Why a TPU backend may have failed, from the container's device nodes; empty when they look usable."""
+    paths = sorted(p for pattern in globs for p in glob.glob(pattern))
+    if not paths:
+        return (
+            f"; no TPU device node ({', '.join(globs)}) is in this container: the pod did not get "
+            "google.com/tpu from the node's device plugin"
+        )
+    uid, gids = os.getuid(), {os.getgid(), *os.getgroups()}
+    problems = unusable_devices(paths, uid, gids)
+    if not problems:
+        return ""
+    return (
+        f"; this process (uid {uid}, groups {sorted(gids)}) cannot open {', '.join(problems)}: the node's "
+        "container runtime left the TPU devices to root. Set spec.pod.runAsRoot: true (the runtime runs as "
+        "root without capabilities), or enable containerd's device_ownership_from_security_context on the "
+        "node pool (README: TPU devices as a non-root user)"
+    )
+
+
+def _hint(promised: str | None) -> str:
+    return tpu_device_hint() if promised == "tpu" else ""
+
+
 def local_devices(promised: str | None) -> tuple[list[Any], str]:
     """This host's devices and JAX's backend; raises DeviceError when they are not the promised ones."""
     import jax
@@ -58,10 +106,10 @@ def local_devices(promised: str | None) -> tuple[list[Any], str]:
     except (RuntimeError, AssertionError) as err:
         raise DeviceError(
             f"accelerator: this pod was promised {promised or 'accelerator'} devices but JAX could not "
-            f"start them: {str(err) or type(err).__name__}"
+            f"start them: {str(err) or type(err).__name__}{_hint(promised)}"
         ) from err
     problem = mismatch(promised, backend)
     if problem is not None:
-        raise DeviceError(problem)
+        raise DeviceError(problem + _hint(promised))
     log.info("devices: %d x %s (%s)", len(devices), devices[0].device_kind, backend)
     return devices, backend

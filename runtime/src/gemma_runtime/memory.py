@@ -14,6 +14,11 @@ Workspace is an estimate, stated here: the activations of the largest engine ste
 full prefill chunk, its attention scores over the longest cache, and the logits and sampling over the
 whole vocabulary), plus what XLA keeps for itself (the TPU compiler reports 15.75 of a v5e chip's 16 GiB
 usable: 0.25 GiB per chip).
+
+A training's state (what its checkpoints save) mirrors ``train/step.py`` and ``train/setup.py``: the
+trainable parameters in float32 (master weights, whatever the compute precision), AdamW's first and second
+moments in the same dtype, and three int32 counters; the operator sizes a training pod's termination grace
+period from it. The tests check it against the state the trainer builds.
 """
 
 from __future__ import annotations
@@ -332,3 +337,41 @@ def _no_fit(work: _Workload, meshes: list[Mesh], slots: int | None) -> str:
         lines.append(f"the weights alone need at least {need} chips of this kind")
     lines.append("or use an accelerator with more chips or memory per chip")
     return "; ".join(lines)
+
+
+# The int32 scalars of a training state: its step, AdamW's count and the learning-rate schedule's count.
+TRAIN_COUNTERS = 3
+
+
+def lora_param_count(config: TransformerConfig, rank: int) -> int:
+    """Parameters of the LoRA adapters (``train/lora.py``): on every attention and feed-forward matrix, A
+    maps the embedding axis D to ``rank`` and B maps ``rank`` to the matrix's other axes (N x H for q and
+    o, K x H for k and v, F for gate, up and down)."""
+    d, n, k, h, f = (
+        config.embed_dim,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.hidden_dim,
+    )
+    per_layer = 7 * d + 2 * n * h + 2 * k * h + 3 * f  # the D-side of 7 matrices, then their other sides
+    return config.num_layers * rank * per_layer
+
+
+def training_state_bytes(config: TransformerConfig, *, lora_rank: int | None = None) -> int:
+    """Bytes of a training's whole state, as a checkpoint saves it: the trainable float32 parameters (every
+    weight, or only the LoRA adapters; the frozen weights are the run's source, never saved) and AdamW's mu
+    and nu beside each, plus the counters."""
+    trainable = config.param_count() if lora_rank is None else lora_param_count(config, lora_rank)
+    return 3 * 4 * trainable + 4 * TRAIN_COUNTERS
+
+
+def training_state_bytes_per_host(
+    config: TransformerConfig, *, hosts: int, data: int, lora_rank: int | None = None
+) -> int:
+    """The most bytes one host writes to a checkpoint, a conservative estimate: the state is sharded over
+    fsdp x tensor and replicated over ``data``, and Orbax writes each shard once, so at worst the hosts
+    holding one data replica (``hosts / data`` of the ``hosts`` of all slices, at least one) write all of
+    it between them."""
+    writers = max(1, hosts // max(data, 1))
+    return math.ceil(training_state_bytes(config, lora_rank=lora_rank) / writers)

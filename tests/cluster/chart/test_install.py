@@ -216,6 +216,8 @@ def test_the_account_is_denied_what_it_does_not_need(
         ("delete", "jobs.batch", "default"),
         ("create", "jobsets.jobset.x-k8s.io", "default"),
         ("delete", "horizontalpodautoscalers.autoscaling", "default"),
+        ("delete", "inferencepools.inference.networking.k8s.io", "default"),
+        ("get", "inferencepools.inference.networking.k8s.io", "default"),
         ("watch", "pods", None),
         ("create", "events.events.k8s.io", "default"),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", None),

@@ -7,14 +7,12 @@ import argparse
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 from tests.cluster.harness import demo
 from tests.cluster.harness.binaries import BuildError, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
-from tests.cluster.harness.gcs import ensure_fake_gcs
-from tests.cluster.harness.jobset import ensure_jobset
+from tests.cluster.harness.parts import build_all
 
 STATE_DIR = Path(".cluster")
 
@@ -42,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "binaries":
-            started = time.monotonic()
-            print(ensure_binaries())
-            print(ensure_fake_gcs())  # the Cloud Storage emulator of the gs:// tests
-            print(ensure_jobset())  # the JobSet controller of the multislice tests
-            print(f"[cluster-binaries] ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+            failed = build_all()  # logs every part on stderr
+            for what, why in failed.items():
+                print(f"error: {what}: {why}", file=sys.stderr)
+            if failed:
+                return 1
+            print(ensure_binaries())  # stdout: the control plane's folder (the Makefile's helm is there)
             return 0
         if args.command == "up":
             return _up()

@@ -105,6 +105,26 @@ def ensure_binaries(versions: Versions = Versions(), log: Log = _stderr) -> Path
     return target
 
 
+def find_or_build(name: str, path: Path, override: str, build: Callable[[Path], None], log: Log) -> Path:
+    """The binary named by the ``override`` environment variable, else the cached ``path``, else
+    ``build(path)`` with Go; a BuildError says why it cannot be built."""
+    given = os.environ.get(override)
+    if given and os.access(given, os.X_OK):
+        return Path(given)
+    if os.access(path, os.X_OK):
+        return path
+    if shutil.which("go") is None:
+        raise BuildError(
+            f"{name} not found and Go is not installed: set {override} to the binary, or install Go 1.26+ "
+            "so it can be built"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    build(path)
+    log(f"[cluster-binaries] built {name} in {time.monotonic() - started:.0f} s")
+    return path
+
+
 def _go(args: list[str], cwd: Path, log: Log, env: dict[str, str] | None = None) -> None:
     """Run ``go``, streaming its lines; ``-v`` package lines are folded into a counter."""
     full_env = {**os.environ, **(env or {})}

@@ -5,8 +5,6 @@ built from Go modules like the control-plane binaries and cached beside them
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -15,8 +13,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from tests.cluster.harness.binaries import BuildError, Log, _go_install, _stderr, cache_root
-from tests.cluster.harness.control_plane import StartError, _die_with_parent, free_port
+from tests.cluster.harness.binaries import Log, _go_install, _stderr, cache_root, find_or_build
+from tests.cluster.harness.control_plane import StartError, _die_with_parent, free_port, stop_process
 
 FAKE_GCS_VERSION = "v1.56.1"
 BINARY = "fake-gcs-server"
@@ -27,23 +25,12 @@ def binary_path(version: str = FAKE_GCS_VERSION) -> Path:
 
 
 def ensure_fake_gcs(version: str = FAKE_GCS_VERSION, log: Log = _stderr) -> Path:
-    """The cached binary, built with ``go install`` when missing (a BuildError says why it cannot be)."""
-    override = os.environ.get("GEMMA_FAKE_GCS")
-    if override and os.access(override, os.X_OK):
-        return Path(override)
-    path = binary_path(version)
-    if os.access(path, os.X_OK):
-        return path
-    if shutil.which("go") is None:
-        raise BuildError(
-            f"{BINARY} not found and Go is not installed: set GEMMA_FAKE_GCS to the binary, or install "
-            "Go 1.26+ so it can be built"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    _go_install(f"github.com/fsouza/fake-gcs-server@{version}", path.parent, path.parent, log)
-    log(f"[cluster-binaries] built {BINARY} in {time.monotonic() - started:.0f} s")
-    return path
+    """The cached binary (``GEMMA_FAKE_GCS`` overrides), built with ``go install`` when missing."""
+
+    def build(path: Path) -> None:
+        _go_install(f"github.com/fsouza/fake-gcs-server@{version}", path.parent, path.parent, log)
+
+    return find_or_build(f"{BINARY} {version}", binary_path(version), "GEMMA_FAKE_GCS", build, log)
 
 
 class FakeGcs:
@@ -81,13 +68,7 @@ class FakeGcs:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def create_bucket(self, name: str) -> None:
@@ -96,6 +77,19 @@ class FakeGcs:
     def upload(self, bucket: str, name: str, data: bytes) -> None:
         query = urllib.parse.urlencode({"uploadType": "media", "name": name})
         self._call("POST", f"/upload/storage/v1/b/{bucket}/o?{query}", data, "application/octet-stream")
+
+    def objects(self, bucket: str) -> list[str]:
+        """The names of every object in ``bucket``."""
+        names: list[str] = []
+        token = ""
+        while True:
+            query = urllib.parse.urlencode({"pageToken": token} if token else {})
+            with urllib.request.urlopen(f"{self.url}/storage/v1/b/{bucket}/o?{query}", timeout=10) as answer:
+                page = json.load(answer)
+            names += [item["name"] for item in page.get("items", [])]
+            token = page.get("nextPageToken", "")
+            if not token:
+                return names
 
     def _call(self, method: str, path: str, body: bytes, content_type: str) -> None:
         request = urllib.request.Request(

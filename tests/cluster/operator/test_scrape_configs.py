@@ -7,67 +7,31 @@ operator renders none)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.api_cases import merge, sample
-from tests.cluster.chart.helm import Helm
-from tests.cluster.harness.binaries import BuildError, cache_root, ensure_binaries, module_download
+from tests.cluster.harness.binaries import ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
-from tests.cluster.harness.jobset import wait_established
-from tests.cluster.harness.operator import OperatorProcess, as_service_account
+from tests.cluster.harness.crds import SERVICE_MONITOR, crd_file, install_crd
 from tests.cluster.harness.required import required
 from tests.cluster.harness.wait import wait_for
-from tests.unit.packaging.generate import NAMESPACE
+from tests.cluster.operator.chart_operator import chart_operator
 
-MODULE, VERSION = "github.com/prometheus-operator/prometheus-operator", "v0.85.0"
-CRD = "monitoring.coreos.com_servicemonitors.yaml"  # example/prometheus-operator-crd/ in the module
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 NAME = "tiny-scraped"
 
 
-def _servicemonitor_crd() -> Path:
-    """The Prometheus Operator's ServiceMonitor CRD, from its Go module (cached)."""
-    cached = cache_root().parent / "prometheus-operator" / VERSION / CRD
-    if not cached.is_file():
-        if shutil.which("go") is None:
-            raise BuildError(f"{CRD} is not cached and Go is not installed to download {MODULE}")
-        with tempfile.TemporaryDirectory(prefix="gemma-promop-") as work:
-            source = Path(module_download(MODULE, VERSION, Path(work))["Dir"])
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / "example" / "prometheus-operator-crd" / CRD, cached)
-    return cached
+def _parts() -> Path:
+    crd_file(SERVICE_MONITOR)
+    return ensure_binaries()
 
 
 @pytest.fixture(scope="module")
-def parts() -> tuple[Path, Path]:
-    return required("control plane or ServiceMonitor CRD", lambda: (ensure_binaries(), _servicemonitor_crd()))
-
-
-@contextlib.contextmanager
-def _operator(cluster: LocalCluster) -> Iterator[OperatorProcess]:
-    """Our CRDs, the chart's RBAC for ``scrapeMonitors={ServiceMonitor}``, and the operator as that
-    ServiceAccount with the same setting."""
-    repo = Path(__file__).resolve().parents[3]
-    cluster.kubectl("apply", "-f", str(repo / "crds"))
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    helm = Helm(Path(cluster.binary("helm")), cluster.workdir / "helm")
-    docs = [d for d in helm.template("operator.scrapeMonitors={ServiceMonitor}") if d["kind"] in RBAC_KINDS]
-    cluster.kubectl(
-        "apply", "-f", "-", input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
-    )
-    wait_established(cluster, "gemmaservers.gemma.ai")
-    with as_service_account(
-        cluster, NAMESPACE, {"GEMMA_OPERATOR_SCRAPE_MONITORS": "ServiceMonitor"}
-    ) as process:
-        yield process
+def bin_dir() -> Path:
+    return required("control plane or ServiceMonitor CRD", _parts)
 
 
 def _get(cluster: LocalCluster, *args: str) -> dict[str, Any] | None:
@@ -75,16 +39,18 @@ def _get(cluster: LocalCluster, *args: str) -> dict[str, Any] | None:
     return json.loads(out) if out.strip() else None
 
 
-def test_the_service_monitor_is_applied_once_its_crd_is_installed(parts: tuple[Path, Path]) -> None:
-    bin_dir, crd = parts
-    with LocalCluster(bin_dir=bin_dir) as cluster, _operator(cluster):
+def test_the_service_monitor_is_applied_once_its_crd_is_installed(bin_dir: Path) -> None:
+    settings = {"GEMMA_OPERATOR_SCRAPE_MONITORS": "ServiceMonitor"}
+    with (
+        LocalCluster(bin_dir=bin_dir) as cluster,
+        chart_operator(cluster, ["operator.scrapeMonitors={ServiceMonitor}"], settings),
+    ):
         cluster.kubectl("create", "namespace", "scraped")
         server = merge(sample("server-tiny-cpu"), {"metadata": {"name": NAME, "namespace": "scraped"}})
         cluster.kubectl("apply", "-f", "-", input_text=json.dumps(server))
         wait_for(lambda: _get(cluster, "-n", "scraped", "service", NAME), 60, "the server's Service")
         # Without the CRD the server reconciles as before; the CRD comes later, as on a real cluster.
-        cluster.kubectl("apply", "--server-side", "-f", str(crd))
-        wait_established(cluster, "servicemonitors.monitoring.coreos.com")
+        install_crd(cluster, SERVICE_MONITOR)
         monitor = wait_for(
             lambda: _get(cluster, "-n", "scraped", "servicemonitors.monitoring.coreos.com", NAME),
             60,

@@ -1,6 +1,8 @@
 """The metric names are a contract between the packages: every series the operator's autoscaler targets,
 and every series the Inference Gateway's endpoint picker reads (vLLM's names), is a gauge on a live
-server's /metrics, and the picker's figures equal our own."""
+server's /metrics, the picker's load figures equal our own, and its two info gauges carry, in vLLM's
+labels, no LoRA adapters and one cache block per decode slot. (tests/cluster/operator/test_endpoint_picker.py
+reads the list from the picker's own source and runs the picker against real servers.)"""
 
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def test_the_endpoint_pickers_series_carry_our_queue_and_slot_figures() -> None:
         scheduler = service.scheduler
         assert scheduler is not None
         idle = _gauges(base)
-        assert [idle[name] for name in metric_names.INFERENCE_GATEWAY] == [0, 0, 0]
+        assert [idle[name] for name in metric_names.INFERENCE_GATEWAY_LOAD] == [0, 0, 0]
         requests = [Request([5], 200, Collect()) for _ in range(3)]  # two hold both slots, one waits
         for request in requests:
             scheduler.submit(request)
@@ -73,3 +75,16 @@ def test_the_endpoint_pickers_series_carry_our_queue_and_slot_figures() -> None:
     assert gauges[metric_names.VLLM_REQUESTS_RUNNING] == gauges[metric_names.SLOTS_IN_USE] == 2
     assert gauges[metric_names.VLLM_KV_CACHE_USAGE] == 1.0  # every slot's cache reserved
     assert gauges[metric_names.BATCH_OCCUPANCY_PERCENT] == 100.0
+
+
+def test_the_endpoint_pickers_info_gauges_say_no_adapters_and_one_block_per_slot() -> None:
+    service, _ = fake_service(slots=3, max_len=192)
+    with running_server(create_app(service)) as base:
+        assert service.wait_ready(10)
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert set(metric_names.INFERENCE_GATEWAY) <= set(families), sorted(families)
+    (lora,) = families[metric_names.VLLM_LORA_INFO].samples
+    assert lora.labels == {"running_lora_adapters": "", "waiting_lora_adapters": "", "max_lora": "0"}
+    (cache,) = families[metric_names.VLLM_CACHE_CONFIG].samples
+    assert cache.labels == {"block_size": "192", "num_gpu_blocks": "3"}

@@ -1,8 +1,10 @@
 """The jitted step: gradient accumulation equals one big batch, the schedule, LoRA starting exactly at
-the base model and training only its adapters, and remat not changing the numbers."""
+the base model and training only its adapters, remat not changing the numbers, and the memory model
+counting exactly the state a checkpoint saves."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -12,11 +14,14 @@ import optax
 import pytest
 from flax import nnx
 
-from gemma_runtime.config import Hyperparameters
+from gemma_runtime.config import Hyperparameters, load_train_config
+from gemma_runtime.memory import training_state_bytes
 from gemma_runtime.model import Transformer, tiny_config
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import batch_sharding
-from gemma_runtime.train import data, lora, step
+from gemma_runtime.train import data, loop, lora, step
+from gemma_runtime.train.checkpoints import flatten
+from tests.runtime.train import runner
 
 
 def _batch(rows: int = 4, length: int = 16) -> step.Batch:
@@ -117,3 +122,18 @@ def test_lora_delta_is_rank_limited_and_laid_out_like_the_weight() -> None:
     d = lora.delta((4, 6, 3), 1, a, b)  # like q: [N, D, H], embed axis 1
     assert d.shape == (4, 6, 3)
     assert int(np.linalg.matrix_rank(np.moveaxis(np.asarray(d), 1, 0).reshape(6, -1))) == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "f32"])
+@pytest.mark.parametrize("lora_rank", [None, 4])
+def test_the_memory_model_counts_the_state_a_checkpoint_saves(
+    tmp_path: Path, precision: str, lora_rank: int | None
+) -> None:
+    """The operator's grace period is sized from this count: the trainer's real state (float32 master
+    weights or adapters and AdamW's moments, whatever the compute precision) has exactly that many bytes."""
+    training = {"precision": precision, **({"lora": {"rank": lora_rank}} if lora_rank else {})}
+    config = load_train_config(runner.config(tmp_path, "state", training=training))
+    run = loop.Training(config)
+    saved = flatten(run.state)
+    assert sum(x.nbytes for x in saved.values()) == training_state_bytes(run.shape, lora_rank=lora_rank)
+    assert {str(x.dtype) for x in saved.values()} == {"float32", "int32"}

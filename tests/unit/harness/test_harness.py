@@ -1,14 +1,16 @@
 """Pure parts of the cluster harness: the staging list read from a release's go.mod, the fake GKE
-node shapes, and kwok stages whose selectors never overlap."""
+node shapes, kwok stages whose selectors never overlap, and gcsfuse flags made from a CSI volume's mount
+options as GKE's sidecar makes them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from tests.cluster.harness import binaries, nodes
+from tests.cluster.harness import binaries, gcsfuse, nodes
 from tests.cluster.harness.control_plane import STAGES_FILE
 
 GOMOD = """module k8s.io/kubernetes
@@ -134,3 +136,10 @@ def test_pod_end_stages_are_mutually_exclusive() -> None:
     failing = {e["key"]: e["operator"] for e in stages["pod-init-fail"]["selector"]["matchExpressions"]}
     assert failing['.metadata.annotations["kwok.gemma.ai/init-done"]'] == "DoesNotExist"
     assert stages["pod-delete"]["next"]["delete"] is True
+
+
+def test_mount_options_become_gcsfuse_flags_as_gkes_sidecar_makes_them() -> None:
+    flags = gcsfuse.sidecar_flags("implicit-dirs,rename-dir-limit=200000")
+    assert flags == ["--implicit-dirs", "--rename-dir-limit=200000"]
+    with pytest.raises(ValueError, match="metadata-cache:ttl-secs:-1"):
+        gcsfuse.sidecar_flags("implicit-dirs,metadata-cache:ttl-secs:-1")

@@ -1,5 +1,7 @@
 """The memory model: its arithmetic against the presets' parameter counts, the mesh it chooses, and the
-plans the issue names (Gemma 2 9B on v5e 2x4 and 1x1, Gemma 2 27B on v5e 2x2 and 2x4, Gemma 7B on 2x2)."""
+plans the issue names (Gemma 2 9B on v5e 2x4 and 1x1, Gemma 2 27B on v5e 2x2 and 2x4, Gemma 7B on 2x2),
+and the bytes of a training's state per host (tests/runtime/train/test_step.py checks them against the
+trainer)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from gemma_runtime.memory import (
     host_chips,
     kv_bytes_per_slot,
     plan_serving,
+    training_state_bytes,
+    training_state_bytes_per_host,
     weight_bytes_per_chip,
 )
 from gemma_runtime.variants import PRESETS, preset
@@ -158,3 +162,16 @@ def test_unknown_accelerators_name_what_is_valid() -> None:
         host_chips("v5e")
     assert host_chips("nvidia-l4", count=2).memory_bytes == 24 * GiB
     assert host_chips("cpu").usable_bytes is None
+
+
+def test_a_training_state_is_float32_weights_and_two_adamw_moments_split_over_one_replicas_hosts() -> None:
+    config = preset("gemma2-9b")
+    whole = training_state_bytes(config)
+    assert whole == 12 * config.param_count() + 12  # weights, mu and nu in f32; three int32 counters
+    assert 110e9 < whole < 111e9
+    # Two v5p 2x2x2 slices, one data replica each: the two hosts of one slice write it all.
+    assert training_state_bytes_per_host(config, hosts=4, data=2) == -(-whole // 2)
+    assert training_state_bytes_per_host(config, hosts=4, data=1) == -(-whole // 4)  # fsdp over all
+    assert training_state_bytes_per_host(config, hosts=1, data=8) == whole  # one host, replicated
+    lora = training_state_bytes(config, lora_rank=8)
+    assert lora < whole / 300  # LoRA saves only the adapters and their moments

@@ -297,3 +297,10 @@ class PodOverrides(ApiModel):
         None, description="Resource requests and limits added to the defaults."
     )
     priority_class_name: str | None = Field(None, description="PriorityClass of the pods.", max_length=253)
+    run_as_root: bool = Field(
+        False,
+        description="Run the runtime container as UID 0, for nodes whose container runtime leaves TPU "
+        "device nodes owned by root (containerd without device_ownership_from_security_context): still "
+        "no capabilities, no privilege escalation, a read-only root filesystem, and the fetch containers "
+        "stay non-root. Such pods meet the baseline Pod Security Standard, not restricted.",
+    )

@@ -20,8 +20,10 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 # Both: where the weights stand (Pending, Downloading, Loading, Loaded, Failed)
 SOURCES_READY = "SourcesReady"
+# GemmaServer with spec.inferencePool: whether its InferencePool exists (False: the CRD is not installed)
+INFERENCE_POOL_APPLIED = "InferencePoolApplied"
 
-SERVER_CONDITIONS = (READY, PROGRESSING, DEGRADED, SUSPENDED, SOURCES_READY)
+SERVER_CONDITIONS = (READY, PROGRESSING, DEGRADED, SUSPENDED, SOURCES_READY, INFERENCE_POOL_APPLIED)
 TRAINING_CONDITIONS = (RUNNING, SUCCEEDED, FAILED, SUSPENDED, DEGRADED, SOURCES_READY)
 
 

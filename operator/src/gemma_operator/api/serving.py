@@ -134,6 +134,35 @@ class UpdateStrategy(ApiModel):
     max_unavailable: int = Field(1, description="Pods that may be down during a rollout.", ge=0)
 
 
+class EndpointPicker(ApiModel):
+    """The Inference Gateway's endpoint picker (EPP): the ext_proc service the gateway asks which pod takes
+    each request. The operator names it in the InferencePool; it does not deploy it."""
+
+    name: str | None = Field(
+        None,
+        description="Service of the endpoint picker. Unset: <server name>-epp, the name the inference "
+        "extension's Helm chart gives the picker of a pool named like the server.",
+        max_length=63,
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    )
+    port: int = Field(9002, description="Service port of the picker's ext_proc gRPC server.", ge=1, le=65535)
+    failure_mode: Literal["FailClose", "FailOpen"] = Field(
+        "FailClose",
+        description="While the picker does not answer, the gateway refuses requests (FailClose) or sends "
+        "them to any pod of the pool (FailOpen).",
+    )
+
+
+class InferencePoolSpec(ApiModel):
+    """An InferencePool (Gateway API Inference Extension, inference.networking.k8s.io/v1) selecting this
+    server's pods, for GKE Inference Gateway: the operator renders and owns it while the InferencePool
+    CRD is installed, and says in the InferencePoolApplied condition when it is not."""
+
+    endpoint_picker: EndpointPicker = Field(
+        default_factory=EndpointPicker, description="The endpoint picker the pool names (deployed by you)."
+    )
+
+
 class GemmaServerSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel.extra(
@@ -163,6 +192,11 @@ class GemmaServerSpec(ApiModel):
     suspend: bool = Field(False, description="Scale to zero and keep the configuration.")
     image: str | None = Field(None, description="Runtime image override.", max_length=1024)
     pod: PodOverrides = Field(default_factory=PodOverrides, description="Overrides for the pods.")
+    inference_pool: InferencePoolSpec | None = Field(
+        None,
+        description="Route through GKE Inference Gateway: an InferencePool over this server's pods, which a "
+        "Gateway's HTTPRoute names as its backend and whose endpoint picker routes by each pod's load.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GemmaServerSpec:
@@ -217,7 +251,8 @@ class GemmaServerStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Degraded, Suspended.",
+        description="Ready, Progressing, Degraded, Suspended, SourcesReady and, with spec.inferencePool, "
+        "InferencePoolApplied.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int = Field(0, description="Pods that exist.", ge=0)

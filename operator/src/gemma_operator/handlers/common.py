@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import kopf
@@ -55,8 +55,11 @@ def write_status(
     previous: Mapping[str, Any],
     status: dict[str, Any],
     warnings: Mapping[str, bool],
+    *,
+    announced: Collection[str] = (),
 ) -> None:
-    """Patch the status when it changed, with an Event for each condition that moved."""
+    """Patch the status when it changed, with an Event for each condition that moved (see
+    :func:`~gemma_operator.reconcile.conditions.transitions`)."""
     if all(previous.get(k) == v for k, v in status.items()):
         return
     meta = obj["metadata"]
@@ -64,7 +67,8 @@ def write_status(
     ctx.kube.patch_status(
         API_VERSION, obj["kind"], meta["name"], meta["namespace"], status=status, field_manager=fm
     )
-    for event in transitions(previous.get("conditions", []), status.get("conditions", []), warnings):
+    conditions = status.get("conditions", [])
+    for event in transitions(previous.get("conditions", []), conditions, warnings, announced):
         ctx.recorder.emit(ctx.kube, obj, event.type, event.reason, event.message)
 
 

@@ -1,6 +1,6 @@
-"""GemmaServer handlers: create/update/resume apply the rendered children; a timer repairs drift and
-pulls serving figures; events of the children (Deployment, pods) refresh status at once, and a child
-deleted by hand is re-created."""
+"""GemmaServer handlers: create/update/resume apply the rendered children (the scrape configs and the
+InferencePool only while their CRDs are served); a timer repairs drift and pulls serving figures; events
+of the children (Deployment, pods) refresh status at once, and a child deleted by hand is re-created."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ from gemma_operator.handlers.context import Context
 from gemma_operator.k8s import apply_all, prune
 from gemma_operator.reconcile import serving as status_of
 from gemma_operator.render import naming
+from gemma_operator.render.gateway import (
+    POOL_API,
+    POOL_KIND,
+    picker_service,
+    pool_name,
+    render_inference_pool,
+)
 from gemma_operator.render.monitoring import MONITORS, monitor_kinds, render_monitors
 from gemma_operator.render.placement import resolve
 from gemma_operator.render.plan import DoesNotFitError, plan_status, server_plan
@@ -62,17 +69,25 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         status["plan"] = None  # no plan holds for this generation
         write_status(ctx, obj, previous, status, status_of.WARNINGS)
         return status
+    pool = render_inference_pool(obj, server.spec, ctx.settings)
+    pool_served = pool is not None and _installed(ctx, pool)
     if apply:
         desired = render_server(obj, server, ctx.settings)
         desired += [m for m in render_monitors(obj, ctx.settings) if _installed(ctx, m)]
+        if pool is not None and pool_served:
+            desired.append(pool)
         apply_all(ctx.kube, desired, ctx.settings.field_manager)
         keep = {(d["kind"], d["metadata"]["name"]) for d in desired}
+        # Only the scrape configs the settings name, and pools while their CRD is served: a cluster
+        # without a CRD has none of its kind to prune.
+        kinds = OPTIONAL_CHILDREN + [(MONITORS[k][0], k) for k in monitor_kinds(ctx.settings)]
+        if ctx.kube.has_api(POOL_API, POOL_KIND):
+            kinds.append((POOL_API, POOL_KIND))
         removed = prune(
             ctx.kube,
             meta["uid"],
             namespace,
-            # Only the scrape configs the settings name: a cluster without their CRDs has none to prune.
-            kinds=OPTIONAL_CHILDREN + [(MONITORS[k][0], k) for k in monitor_kinds(ctx.settings)],
+            kinds=kinds,
             keep=keep,
             label_selector=f"{naming.SERVER_LABEL}={name}",
         )
@@ -93,6 +108,7 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         pods=pods,
         stats=stats,
         fetches=fetch_progress(ctx, pods),
+        inference_pool=_pool_state(ctx, server, name, namespace, served=pool_served),
     )
     status = status_of.server_status(
         previous=previous,
@@ -105,12 +121,31 @@ def _reconcile(ctx: Context, obj: dict[str, Any], *, apply: bool) -> dict[str, A
         now=now(),
     )
     status["plan"] = plan_status(plan)
-    write_status(ctx, obj, previous, status, status_of.WARNINGS)
+    write_status(ctx, obj, previous, status, status_of.WARNINGS, announced=status_of.ANNOUNCED)
     return status
 
 
+def _pool_state(
+    ctx: Context, server: GemmaServer, name: str, namespace: str, *, served: bool
+) -> status_of.PoolState | None:
+    """The InferencePool as it is (read back, so the condition never claims a pool that is not there)."""
+    picker = picker_service(name, server.spec)
+    if picker is None or server.spec.inference_pool is None:
+        return None
+    exists = served and ctx.kube.get(POOL_API, POOL_KIND, pool_name(name), namespace) is not None
+    return status_of.PoolState(
+        name=pool_name(name),
+        api=POOL_API,
+        port=ctx.settings.runtime_port,
+        picker=f"{picker}:{server.spec.inference_pool.endpoint_picker.port}",
+        served=served,
+        exists=exists,
+    )
+
+
 def _installed(ctx: Context, child: dict[str, Any]) -> bool:
-    """A scrape config is applied only while its CRD is served; a no is asked again (installed later)."""
+    """A child of a third-party kind (scrape config, InferencePool) is applied only while its CRD is
+    served; a no is asked again (installed later)."""
     api_version, kind = child["apiVersion"], child["kind"]
     return ctx.kube.has_api(api_version, kind) or ctx.kube.has_api(api_version, kind, refresh=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 
@@ -59,10 +59,14 @@ class EventSpec:
 
 
 def transitions(
-    previous: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], warnings: Mapping[str, bool]
+    previous: Sequence[Mapping[str, Any]],
+    current: Sequence[Mapping[str, Any]],
+    warnings: Mapping[str, bool],
+    announced: Collection[str] = (),
 ) -> list[EventSpec]:
     """One Event per condition whose status or reason changed. ``warnings[type]`` says which status of
-    that condition is bad news (e.g. Degraded=True, Ready=False)."""
+    that condition is bad news (e.g. Degraded=True, Ready=False); a condition of an ``announced`` type is
+    news from its first status on, False too (it appears with an opt-in field, not with the resource)."""
     old = {c.get("type"): c for c in previous}
     events = []
     for cond in current:
@@ -72,7 +76,7 @@ def transitions(
             cond["reason"],
         ):
             continue
-        if before is None and cond["status"] != "True":
+        if before is None and cond["status"] != "True" and cond["type"] not in announced:
             continue  # a new resource starts with everything False: nothing to say yet
         bad = warnings.get(cond["type"])
         kind: Literal["Normal", "Warning"] = (

@@ -9,12 +9,26 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gemma_operator.api.conditions import DEGRADED, PROGRESSING, READY, SUSPENDED
+from gemma_operator.api.conditions import DEGRADED, INFERENCE_POOL_APPLIED, PROGRESSING, READY, SUSPENDED
 from gemma_operator.reconcile import sources
 from gemma_operator.reconcile.conditions import Cond, merge
 from gemma_operator.reconcile.pods import pod_problem
 
-WARNINGS = {READY: False, DEGRADED: True}  # which status of a condition is bad news
+WARNINGS = {READY: False, DEGRADED: True, INFERENCE_POOL_APPLIED: False}  # which status is bad news
+# Conditions that appear with an opt-in field: their first status is news (an Event) even when False.
+ANNOUNCED = (INFERENCE_POOL_APPLIED,)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolState:
+    """What the operator knows of the InferencePool of a server with spec.inferencePool."""
+
+    name: str
+    api: str  # e.g. inference.networking.k8s.io/v1
+    port: int  # the runtime's port, the pool's target port
+    picker: str  # the endpoint picker's Service, host:port
+    served: bool  # the API server serves the InferencePool CRD
+    exists: bool  # the pool was read back after the apply
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +40,7 @@ class Observed:
     pods: Sequence[Mapping[str, Any]]
     stats: Sequence[Mapping[str, Any]] = ()
     fetches: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)  # pod -> /fetch
+    inference_pool: PoolState | None = None  # only with spec.inferencePool
 
 
 def conditions(suspended: bool, observed: Observed) -> list[Cond]:
@@ -102,6 +117,28 @@ def conditions(suspended: bool, observed: Observed) -> list[Cond]:
     return [ready_cond, progressing, degraded, Cond(SUSPENDED, False, "Active", ""), source]
 
 
+def pool_condition(pool: PoolState) -> Cond:
+    """InferencePoolApplied: True only once the pool was read back; False says what is missing."""
+    if not pool.served:
+        return Cond(
+            INFERENCE_POOL_APPLIED,
+            False,
+            "CRDNotInstalled",
+            f"spec.inferencePool is set, but this cluster does not serve InferencePool ({pool.api}): install "
+            "the Gateway API Inference Extension's CRDs (GKE Inference Gateway); the operator applies the "
+            "pool once the CRD is served. The server serves as before, through its Service.",
+        )
+    if not pool.exists:
+        return Cond(INFERENCE_POOL_APPLIED, False, "Pending", f"InferencePool {pool.name} is not applied yet")
+    return Cond(
+        INFERENCE_POOL_APPLIED,
+        True,
+        "Applied",
+        f"InferencePool {pool.name} selects this server's pods on port {pool.port}; its endpoint picker is "
+        f"Service {pool.picker}, which the operator does not deploy",
+    )
+
+
 def pod_ready(pod: Mapping[str, Any]) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
@@ -154,6 +191,8 @@ def server_status(
     now: datetime.datetime,
 ) -> dict[str, Any]:
     conds = conditions(suspended, observed)
+    if observed.inference_pool is not None:
+        conds.append(pool_condition(observed.inference_pool))
     deployment_status = (observed.deployment or {}).get("status", {})
     status: dict[str, Any] = {
         "observedGeneration": generation,

@@ -1,16 +1,34 @@
-"""A GemmaServer replica's memory plan, from the runtime's memory model (``gemma_runtime.memory``, the
-same arithmetic the runtime checks before it loads): whether the model fits the accelerator, the batch an
-unset ``maxBatchSize`` gets, and the data x tensor mesh the runtime is told to use."""
+"""Plans from the runtime's memory model (``gemma_runtime.memory``, the same arithmetic the runtime checks
+before it loads): a GemmaServer replica's memory plan (whether the model fits the accelerator, the batch
+an unset ``maxBatchSize`` gets, the data x tensor mesh the runtime is told to use), and the termination
+grace period a GemmaTraining's pods need to save a checkpoint on SIGTERM."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gemma_operator.api.serving import GemmaServerSpec, ServingPlanStatus
-from gemma_runtime.memory import PlanError, ServingPlan, host_chips, plan_serving
+from gemma_operator.api.training import GemmaTrainingSpec
+from gemma_operator.render.placement import resolve
+from gemma_runtime.memory import (
+    PlanError,
+    ServingPlan,
+    host_chips,
+    plan_serving,
+    training_state_bytes_per_host,
+)
 from gemma_runtime.variants import preset
 
 CPU_SLOTS = 32  # an unset maxBatchSize on CPU, where the memory model knows no memory figure
+
+# The termination grace period of a training pod (README, "SIGTERM and the grace period").
+MIN_GRACE_SECONDS = 60  # what every pod gets at least (Kubernetes' default is 30)
+GRACE_MARGIN_SECONDS = 30  # the step in flight when SIGTERM comes (the loop saves after it) and the exit
+# One host's write rate to its checkpoint storage, assumed low on purpose: gcsfuse's published benchmark
+# reaches 4.6 GB/s of sequential writes from one 200 Gbps VM, but a grace period that is too long costs
+# nothing (the pod leaves as soon as its save commits) while one too short loses the save.
+CHECKPOINT_WRITE_BYTES_PER_SECOND = 200 * 10**6
 
 
 class DoesNotFitError(ValueError):
@@ -53,3 +71,21 @@ def plan_status(plan: ServingPlan) -> dict[str, Any]:
         usable_bytes_per_chip=plan.chips.usable_bytes,
         summary=plan.summary(),
     ).to_api()
+
+
+def training_grace_seconds(spec: GemmaTrainingSpec) -> int:
+    """Seconds a training pod needs between SIGTERM and its exit: finish an asynchronous save already in
+    flight, then write the current step's (each a full state, the busiest host's share at the assumed write
+    rate), plus the margin; never below MIN_GRACE_SECONDS."""
+    acc, mesh = spec.accelerator, spec.parallelism
+    resolved = resolve(acc)
+    hosts = resolved.hosts * acc.num_slices
+    data = mesh.data
+    if data == -1:  # the fill: all chips over the other two axes
+        data = max(1, resolved.chips * acc.num_slices // (mesh.fsdp * mesh.tensor))
+    lora = spec.training.lora
+    per_host = training_state_bytes_per_host(
+        preset(str(spec.model.variant)), hosts=hosts, data=data, lora_rank=lora.rank if lora else None
+    )
+    save = per_host / CHECKPOINT_WRITE_BYTES_PER_SECOND
+    return max(MIN_GRACE_SECONDS, math.ceil(GRACE_MARGIN_SECONDS + 2 * save))

@@ -11,6 +11,7 @@ from gemma_operator.render.placement import Placement
 from gemma_operator.render.sources import Fetcher, Mounts
 
 RUNTIME_USER = 65532
+GRACE_SECONDS = 60  # a server's drain; a training's is sized to its checkpoint (render/plan.py)
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
@@ -18,6 +19,10 @@ CONTAINER_SECURITY = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# spec.pod.runAsRoot: the runtime container alone runs as root, for TPU device nodes only root may open;
+# every capability stays dropped (root without CAP_DAC_OVERRIDE opens only what root owns) and the pod's
+# fsGroup stays among its groups, so it writes the volumes as before.
+ROOT_CONTAINER_SECURITY = {**CONTAINER_SECURITY, "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
 POD_SECURITY = {
     "runAsNonRoot": True,
     "runAsUser": RUNTIME_USER,
@@ -51,6 +56,7 @@ def runtime_pod_spec(
     ports: list[dict[str, Any]] | None = None,
     probes: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    grace_seconds: int = GRACE_SECONDS,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "runtime",
@@ -60,7 +66,7 @@ def runtime_pod_spec(
         "env": [*(env or []), *(e.to_api() for e in overrides.env)],
         "ports": ports or [],
         "resources": placement.resources,
-        "securityContext": CONTAINER_SECURITY,
+        "securityContext": ROOT_CONTAINER_SECURITY if overrides.run_as_root else CONTAINER_SECURITY,
         # The runtime's own message when it writes one (train), else its last log lines after a crash.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
@@ -75,7 +81,7 @@ def runtime_pod_spec(
         # The runtime never talks to the Kubernetes API (Workload Identity does not need the token).
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
+        "terminationGracePeriodSeconds": grace_seconds,
         "nodeSelector": placement.node_selector,
         "tolerations": placement.tolerations,
         # The fetch needs what the user set for the pod too: HF_ENDPOINT for a mirror, HTTPS_PROXY.

@@ -19,7 +19,7 @@ from gemma_operator.render.monitoring import autoscaling_metric
 from gemma_operator.render.placement import Placement, place
 from gemma_operator.render.plan import server_plan
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
-from gemma_operator.render.sources import TERMINATION_LOG, Mounts, resolve
+from gemma_operator.render.sources import TERMINATION_LOG, Mounts, compilation_cache, resolve
 from gemma_runtime import metric_names
 from gemma_runtime.accelerators import jax_platform
 from gemma_runtime.memory import ServingPlan
@@ -75,6 +75,7 @@ def serve_config(
             if v is not None
         },
         "mesh": {"data": plan.mesh.data, "tensor": plan.mesh.tensor},
+        "compilation_cache": compilation_cache(mounts, model.cache),
         "host": "0.0.0.0",
         "port": settings.runtime_port,
     }

@@ -5,7 +5,9 @@
 - ``gs://bucket/path``: the bucket through GKE's Cloud Storage FUSE CSI driver (an ephemeral, read-only
   volume; the pod annotation ``gke-gcsfuse/volumes`` asks GKE to inject the sidecar; Workload Identity
   through the pod's service account). FUSE serves every format the runtime reads, Orbax included, so
-  one mechanism covers all.
+  one mechanism covers all. A training's checkpoint output is the same bucket read-write, with
+  ``rename-dir-limit``: Orbax commits a checkpoint by renaming its folder, which gcsfuse refuses on a
+  flat bucket without it (a bucket with hierarchical namespace renames folders atomically and ignores it).
 - ``hf://org/model[@revision]``: an init container downloads the snapshot into a cache volume with
   ``gemma-runtime fetch``; the token comes from the Secret as an environment variable, never as an
   argument or in the ConfigMap. The cache is a node-local emptyDir per pod (``spec.model.cache.sizeLimit``)
@@ -27,9 +29,15 @@ SOURCE_ROOT = "/gemma/sources"
 OUTPUT_ROOT = "/gemma/output"
 CACHE_ROOT = "/gemma/cache"
 CACHE_VOLUME = "model-cache"
+COMPILATION_CACHE = f"{CACHE_ROOT}/jax"
 TOKEN_ENV = "HF_TOKEN"
 FETCH_PREFIX = "fetch-"
 TERMINATION_LOG = "/dev/termination-log"
+# gcsfuse options (GKE's CSI driver passes "name=value" as --name=value). Folders exist where objects
+# imply them; on output, folders of up to rename-dir-limit objects may be renamed (the value gcsfuse's own
+# aiml-checkpointing profile sets; a checkpoint folder holds a few files per process).
+SOURCE_MOUNT_OPTIONS = "implicit-dirs"
+OUTPUT_MOUNT_OPTIONS = "implicit-dirs,rename-dir-limit=200000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +78,8 @@ def _mount(scheme: str, rest: str, mounts: Mounts, *, writable: bool) -> str:
     if scheme == "pvc":
         volume: dict[str, Any] = {"persistentVolumeClaim": {"claimName": source, **read_only}}
     else:
-        attributes = {"bucketName": source, "mountOptions": "implicit-dirs"}
+        options = OUTPUT_MOUNT_OPTIONS if writable else SOURCE_MOUNT_OPTIONS
+        attributes = {"bucketName": source, "mountOptions": options}
         volume = {
             "csi": {"driver": "gcsfuse.csi.storage.gke.io", **read_only, "volumeAttributes": attributes}
         }
@@ -139,11 +148,21 @@ def _fetch(uri: str, role: str, mounts: Mounts, fetcher: Fetcher, *, secret: Sec
     return target
 
 
+def compilation_cache(mounts: Mounts, cache: ModelCache | None) -> str:
+    """Where the runtime keeps JAX's persistent compilation cache: ``jax/`` on the model cache volume,
+    which every runtime pod gets (a claim: kept across pods and shared by replicas, so a new replica
+    compiles nothing; else the pod's emptyDir: kept across container restarts). JAX keys entries by
+    program, versions and devices, so servers of other models or chips can share the folder."""
+    _cache_volume(mounts, cache)
+    return COMPILATION_CACHE
+
+
 def _cache_volume(mounts: Mounts, cache: ModelCache | None) -> None:
-    """The cache: a claim when named, else a node-local emptyDir; the runtime only reads it."""
+    """The cache: a claim when named, else a node-local emptyDir. The runtime reads downloads there and
+    writes only its compilation cache (``jax/``), so the mount is read-write."""
     if cache is not None and cache.claim_name is not None:
         volume: dict[str, Any] = {"persistentVolumeClaim": {"claimName": cache.claim_name}}
     else:
         size = cache.size_limit if cache is not None else None
         volume = {"emptyDir": {"sizeLimit": size} if size is not None else {}}
-    mounts._volume(CACHE_VOLUME, volume, CACHE_ROOT, True)
+    mounts._volume(CACHE_VOLUME, volume, CACHE_ROOT, False)

@@ -15,9 +15,10 @@ from gemma_operator.config import Settings
 from gemma_operator.render import naming
 from gemma_operator.render.env import render
 from gemma_operator.render.placement import place
+from gemma_operator.render.plan import training_grace_seconds
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.serving import config_hash
-from gemma_operator.render.sources import TERMINATION_LOG, Mounts, resolve
+from gemma_operator.render.sources import TERMINATION_LOG, Mounts, compilation_cache, resolve
 from gemma_runtime.accelerators import jax_platform
 
 COORDINATOR_PORT = 8476  # the TPU process port Google's tooling uses
@@ -91,6 +92,7 @@ def train_config(
         },
         "checkpoints": checkpoints,
         "num_slices": spec.accelerator.num_slices,
+        "compilation_cache": compilation_cache(mounts, model.cache),
         "port": settings.runtime_port,
     }
 
@@ -145,6 +147,8 @@ def render_training(
             {"name": "coordinator", "containerPort": COORDINATOR_PORT, "protocol": "TCP"},
         ],
         extra={"restartPolicy": "Never", "subdomain": service},
+        # SIGTERM makes the runtime save the current step: the kubelet must wait for that save.
+        grace_seconds=training_grace_seconds(spec),
     )
     job_labels = {**labels, ATTEMPT_LABEL: str(attempt)}
     if spec.queue_name:

@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mesh", help="DATAxTENSOR, e.g. 2x4: data replicas over the slots, each over tensor chips"
     )
     parser.add_argument(
+        "--compilation-cache",
+        metavar="DIR",
+        help="keep compiled step programs in DIR (JAX's persistent cache): a restart loads them",
+    )
+    parser.add_argument(
         "--message-file",
         type=Path,
         metavar="FILE",
@@ -76,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "quantization": args.quantization,
         "dtype": args.dtype,
         "served_model_name": args.served_model_name,
+        "compilation_cache": getattr(args, "compilation_cache", None),
     }
     if args.accelerator:
         flat["accelerator"] = _accelerator(args.accelerator)

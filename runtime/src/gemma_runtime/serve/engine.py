@@ -101,6 +101,7 @@ class ModelEngine:
         self.vocab_size = config.vocab_size
         self.dtype = jnp.dtype(dtype)
         self.buckets = buckets(max_prefill)
+        self.warm_up_seconds: float | None = None  # set by warm_up, shown in /metrics
         quantization = "int8" if isinstance(weights.embedding, Int8) else "none"
         placed = weight_shardings(config, mesh, quantization)
         self.weights: Weights = jax.device_put(weights, placed)  # a no-op when already laid out
@@ -241,7 +242,8 @@ class ModelEngine:
             self.step(dataclasses.replace(idle, chunks=[Chunk(0, [0] * size, 0, True)]))
         for slot in range(self.slots):
             self.insert(slot)
-        return time.monotonic() - started
+        self.warm_up_seconds = time.monotonic() - started
+        return self.warm_up_seconds
 
 
 def _per_shard(fn: Callable[..., Any]) -> Callable[..., Any]:

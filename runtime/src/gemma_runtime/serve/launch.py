@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import uvicorn
 from jax.sharding import Mesh
 
+from gemma_runtime import compilation
 from gemma_runtime.config import ServeConfig
 from gemma_runtime.memory import ServingPlan
 from gemma_runtime.serve.engine import ModelEngine
@@ -72,6 +73,7 @@ def load_tokenizer(config: ServeConfig) -> Tokenizer:
 
 def build_engine(config: ServeConfig, plan: ServingPlan) -> ModelEngine:
     """The engine of ``plan`` (its mesh over this host's devices, its slots and lengths)."""
+    cached = compilation.USE.snapshot()
     mesh = serving_mesh(plan.mesh.data, plan.mesh.tensor, jax.local_devices())
     shape, weights = load_weights(config, plan, mesh)
     engine = ModelEngine(
@@ -84,7 +86,12 @@ def build_engine(config: ServeConfig, plan: ServingPlan) -> ModelEngine:
         max_prefill=plan.max_prefill,
     )
     seconds = engine.warm_up()
-    log.info("compiled %d step shapes in %.1f s", len(engine.buckets) + 1, seconds)
+    log.info(
+        "compiled %d step shapes in %.1f s; %s",
+        len(engine.buckets) + 1,
+        seconds,
+        compilation.USE.summary(since=cached),
+    )
     return engine
 
 
@@ -103,6 +110,7 @@ def build_service(config: ServeConfig, plan: ServingPlan) -> Service:
 
 def serve(config: ServeConfig, plan: ServingPlan) -> None:
     """Run until SIGTERM or SIGINT; ``plan`` is ``plan.plan_for_host(config)``, checked before this."""
+    compilation.enable(config.compilation_cache)
     app = create_app(build_service(config, plan))
     server = uvicorn.Server(
         uvicorn.Config(

@@ -6,9 +6,12 @@ gemma_requests_waiting, gemma_slots_in_use and gemma_batch_occupancy_percent (ga
 operator's autoscaler targets live in gemma_runtime.metric_names), the same figures under the vLLM names
 the Inference Gateway's endpoint picker reads (vllm:num_requests_waiting, vllm:num_requests_running,
 vllm:kv_cache_usage_perc: a fraction; each slot reserves its whole KV cache, so slots in use over slots
-is the cache in use), gemma_mesh_devices{axis} and
+is the cache in use) and its two info gauges (vllm:lora_requests_info: no adapters;
+vllm:cache_config_info{block_size,num_gpu_blocks}: one block per slot), gemma_mesh_devices{axis} and
 gemma_device_memory_bytes{part} (gauges: the data x tensor mesh, and the bytes of weights and KV cache
-on the most loaded device, set once the engine is built), gemma_prompt_tokens_total,
+on the most loaded device, set once the engine is built), gemma_warm_up_seconds, and
+gemma_compilation_cache_hits / _misses (gauges: programs this process loaded from JAX's persistent
+compilation cache, or compiled and wrote to it), gemma_prompt_tokens_total,
 gemma_generation_tokens_total and gemma_requests_finished_total{reason} (counters).
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gemma_runtime import compilation
 from gemma_runtime import metric_names as names
 from gemma_runtime.serve.scheduler import Request
 
@@ -64,6 +68,19 @@ class ServeMetrics:
             (names.VLLM_KV_CACHE_USAGE, "KV cache in use, a fraction (vLLM's name).", self._kv_usage),
         ):
             Gauge(name, doc, registry=self.registry).set_function(figure)
+        # The picker's two info gauges (vLLM's label names): no LoRA adapters are served or loadable, and
+        # a cache "block" is one slot's whole KV cache (block_size tokens, num_gpu_blocks = slots), set
+        # once the engine is built.
+        lora = ["running_lora_adapters", "waiting_lora_adapters", "max_lora"]
+        Gauge(
+            names.VLLM_LORA_INFO, "LoRA adapters (vLLM's name): none.", lora, registry=self.registry
+        ).labels("", "", "0").set(1)
+        self.cache_config = Gauge(
+            names.VLLM_CACHE_CONFIG,
+            "KV cache shape (vLLM's name): a block is one decode slot's cache.",
+            ["block_size", "num_gpu_blocks"],
+            registry=self.registry,
+        )
         self.prompt_tokens = Counter(
             "gemma_prompt_tokens", "Prompt tokens prefilled.", registry=self.registry
         )
@@ -85,6 +102,21 @@ class ServeMetrics:
             ["part"],
             registry=self.registry,
         )
+        self.warm_up = Gauge(
+            "gemma_warm_up_seconds",
+            "Seconds the start took to compile (or load from the compilation cache) every step shape.",
+            registry=self.registry,
+        )
+        Gauge(
+            "gemma_compilation_cache_hits",
+            "Programs loaded from the persistent compilation cache.",
+            registry=self.registry,
+        ).set_function(lambda: compilation.USE.snapshot()[0])
+        Gauge(
+            "gemma_compilation_cache_misses",
+            "Programs compiled and written to the persistent compilation cache.",
+            registry=self.registry,
+        ).set_function(lambda: compilation.USE.snapshot()[1])
         self._lock = threading.Lock()
         self._recent_steps: collections.deque[tuple[float, int]] = collections.deque()
         self._recent_ttft: collections.deque[float] = collections.deque(maxlen=TTFT_WINDOW)
@@ -102,11 +134,20 @@ class ServeMetrics:
     def _occupancy(self) -> float:
         return 100.0 * self._kv_usage()
 
-    def engine_built(self, mesh: dict[str, int], weight_bytes: int, kv_cache_bytes: int) -> None:
+    def engine_built(
+        self, mesh: dict[str, int], weight_bytes: int, kv_cache_bytes: int, warm_up_seconds: float | None
+    ) -> None:
+        if warm_up_seconds is not None:
+            self.warm_up.set(warm_up_seconds)
         for axis in ("data", "tensor"):
             self.mesh.labels(axis).set(mesh[axis])
         self.device_memory.labels("weights").set(weight_bytes)
         self.device_memory.labels("kv_cache").set(kv_cache_bytes)
+
+    def engine_shape(self, slots: int, max_len: int) -> None:
+        """The cache config the endpoint picker reads: ``slots`` blocks of ``max_len`` tokens."""
+        self.cache_config.clear()
+        self.cache_config.labels(str(max_len), str(slots)).set(1)
 
     def step(self, generated: int, prompt_tokens: int, seconds: float) -> None:
         self.generated_tokens.inc(generated)

@@ -133,7 +133,9 @@ class Service:
                 return
             placement = getattr(engine, "device_memory", None)  # the tests' fake engine has no devices
             if placement is not None:
-                self.metrics.engine_built(*placement())
+                mesh, weights, cache = placement()
+                self.metrics.engine_built(mesh, weights, cache, getattr(engine, "warm_up_seconds", None))
+            self.metrics.engine_shape(engine.slots, engine.max_len)
             scheduler = Scheduler(engine, max_queued=self.max_queued, observer=self.metrics)
             self.scheduler = scheduler
             log.info("engine ready in %.1f s (%d slots)", time.monotonic() - started, engine.slots)

@@ -67,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="progress endpoint port (default: none by hand, config's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
     parser.add_argument(
+        "--compilation-cache",
+        metavar="DIR",
+        help="keep the compiled step in DIR (JAX's persistent cache): a restart loads it",
+    )
+    parser.add_argument(
         "--message-file",
         type=Path,
         metavar="FILE",
@@ -77,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> TrainConfig:
     if args.config is not None:
         config = load_train_config(args.config)
-        return config.model_copy(update={"port": args.port}) if args.port is not None else config
+        update = {"port": args.port, "compilation_cache": getattr(args, "compilation_cache", None)}
+        return config.model_copy(update={k: v for k, v in update.items() if v is not None})
     data = args.data or sample_data()
     fmt = args.data_format or ("jsonl" if data.suffix in (".jsonl", ".json") else "text")
     try:
@@ -105,6 +111,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
         },
         "host": args.host,
         "port": args.port or 0,
+        "compilation_cache": getattr(args, "compilation_cache", None),
     }
     try:
         return TrainConfig.model_validate(document)

@@ -28,6 +28,7 @@ import jax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gemma_runtime import compilation
 from gemma_runtime.checkpoint import store
 from gemma_runtime.config import TrainConfig
 from gemma_runtime.endpoints import write_message
@@ -187,6 +188,7 @@ class Training:
     def _steps(self, start: int, stop: Stop, bar: _Bar | None, out: IO[str] | None) -> None:
         total, every = self.config.training.steps, self.options.log_every
         rate, compile_started = progress.Rate(), time.monotonic()
+        cached = compilation.USE.snapshot()
         for index in range(start, total):
             begun = time.monotonic()
             batch = setup.device_batch(self.dataset.batch(index), self.batches)
@@ -194,7 +196,12 @@ class Training:
             done = index + 1
             if index == start:  # the first step compiles: leave it out of the rates
                 jax.block_until_ready(figures)
-                log.info("step %d compiled and ran in %.1f s", done, time.monotonic() - compile_started)
+                log.info(
+                    "step %d compiled and ran in %.1f s; %s",
+                    done,
+                    time.monotonic() - compile_started,
+                    compilation.USE.summary(since=cached),
+                )
                 rate = progress.Rate()
             else:
                 rate.add(self.tokens_per_step)
@@ -339,4 +346,5 @@ def _appender(path: Path | None) -> Iterator[IO[str] | None]:
 
 def run(config: TrainConfig, options: Options | None = None, stop: Stop | None = None) -> Result:
     """Train to ``config.training.steps``."""
+    compilation.enable(config.compilation_cache)
     return Training(config, options).run(stop)

@@ -1,6 +1,8 @@
 """GemmaServer status from observations: Ready only when every requested replica serves, Progressing
 during a rollout, Degraded with the scheduler's message, a crash loop, a failed pull or OOM, Suspended
-at zero; transition times move only on change; Events on transitions; serving figures summed."""
+at zero; transition times move only on change; Events on transitions; serving figures summed; with
+spec.inferencePool, InferencePoolApplied says whether the pool exists or which CRD is missing, an Event
+from its first status on, and never touches the phase."""
 
 from __future__ import annotations
 
@@ -9,7 +11,14 @@ import json
 from typing import Any
 
 from gemma_operator.reconcile.conditions import transitions
-from gemma_operator.reconcile.serving import WARNINGS, Observed, invalid_status, server_status
+from gemma_operator.reconcile.serving import (
+    ANNOUNCED,
+    WARNINGS,
+    Observed,
+    PoolState,
+    invalid_status,
+    server_status,
+)
 
 T0 = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
@@ -223,3 +232,46 @@ def test_pods_that_cannot_be_created_give_degraded_with_the_reason() -> None:
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "FailedCreate")
     assert "gemma-reader" in degraded["message"]
+
+
+def _pool(*, served: bool, exists: bool) -> PoolState:
+    return PoolState(
+        name="s",
+        api="inference.networking.k8s.io/v1",
+        port=8000,
+        picker="s-epp:9002",
+        served=served,
+        exists=exists,
+    )
+
+
+def test_no_pool_condition_without_the_field() -> None:
+    assert "InferencePoolApplied" not in _conds(_status(Observed(1, _deployment(1, 1), [])))
+
+
+def test_a_missing_pool_crd_is_a_false_condition_and_a_warning_but_the_server_serves() -> None:
+    status = _status(Observed(1, _deployment(1, 1), [], inference_pool=_pool(served=False, exists=False)))
+    assert status["phase"] == "Ready"
+    assert _conds(status)["InferencePoolApplied"] == ("False", "CRDNotInstalled")
+    (cond,) = [c for c in status["conditions"] if c["type"] == "InferencePoolApplied"]
+    assert "inference.networking.k8s.io/v1" in cond["message"]
+    # A new resource's False conditions are no news, but this one is: it appears with an opt-in field.
+    assert "CRDNotInstalled" not in [e.reason for e in transitions([], status["conditions"], WARNINGS)]
+    events = transitions([], status["conditions"], WARNINGS, ANNOUNCED)
+    assert [(e.type, e.reason) for e in events if e.reason == "CRDNotInstalled"] == [
+        ("Warning", "CRDNotInstalled")
+    ]
+
+
+def test_the_pool_condition_is_true_only_once_the_pool_exists() -> None:
+    pending = _status(Observed(1, _deployment(1, 1), [], inference_pool=_pool(served=True, exists=False)))
+    assert _conds(pending)["InferencePoolApplied"] == ("False", "Pending")
+    applied = _status(
+        Observed(1, _deployment(1, 1), [], inference_pool=_pool(served=True, exists=True)), previous=pending
+    )
+    assert _conds(applied)["InferencePoolApplied"] == ("True", "Applied")
+    (cond,) = [c for c in applied["conditions"] if c["type"] == "InferencePoolApplied"]
+    assert "InferencePool s" in cond["message"]
+    assert "s-epp:9002" in cond["message"]
+    events = transitions(pending["conditions"], applied["conditions"], WARNINGS, ANNOUNCED)
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Applied")]

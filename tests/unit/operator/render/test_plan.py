@@ -1,19 +1,32 @@
 """A GemmaServer's memory plan: a model that cannot fit is refused naming the fields and the numbers; an
-unset maxBatchSize becomes the largest batch that fits, rendered into the runtime's config with the mesh."""
+unset maxBatchSize becomes the largest batch that fits, rendered into the runtime's config with the mesh.
+A GemmaTraining's grace period: two saves of the busiest host's state at the assumed rate, a margin, a
+floor."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 import yaml
 
 from gemma_operator.api.serving import GemmaServerSpec
+from gemma_operator.api.training import GemmaTrainingSpec
 from gemma_operator.api.validation import parse
 from gemma_operator.config import Settings
 from gemma_operator.offline import PLACEHOLDER_UID
-from gemma_operator.render.plan import DoesNotFitError, plan_status, server_plan
+from gemma_operator.render.plan import (
+    CHECKPOINT_WRITE_BYTES_PER_SECOND,
+    GRACE_MARGIN_SECONDS,
+    DoesNotFitError,
+    plan_status,
+    server_plan,
+    training_grace_seconds,
+)
 from gemma_operator.render.serving import render_server
+from gemma_runtime.memory import training_state_bytes
+from gemma_runtime.variants import preset
 from tests.api_cases import merge, sample
 
 
@@ -81,3 +94,26 @@ def test_cpu_keeps_an_explicit_or_default_batch() -> None:
     doc["spec"]["serving"].pop("maxBatchSize", None)
     assert _runtime_config(doc)["max_batch_size"] == 32
     assert _runtime_config(doc)["mesh"] == {"data": 1, "tensor": 1}
+
+
+def _training(variant: str, accelerator: dict[str, Any], parallelism: dict[str, int]) -> GemmaTrainingSpec:
+    doc = merge(
+        sample("training-multislice-v5p"), {"metadata": {"namespace": "team", "uid": PLACEHOLDER_UID}}
+    )
+    doc["spec"]["model"]["variant"] = variant
+    doc["spec"]["accelerator"] = accelerator
+    doc["spec"]["parallelism"] = parallelism
+    spec = parse(doc).spec
+    assert isinstance(spec, GemmaTrainingSpec)
+    return spec
+
+
+def test_the_grace_period_is_two_saves_of_the_busiest_hosts_share_plus_a_margin() -> None:
+    whole = training_state_bytes(preset("gemma2-9b"))
+    # v5e 4x4: four hosts; fsdp over all 16 chips, so each host writes a quarter of the state.
+    spec = _training("gemma2-9b", {"type": "v5e", "topology": "4x4"}, {"data": 1, "fsdp": -1, "tensor": 1})
+    quarter = -(-whole // 4) / CHECKPOINT_WRITE_BYTES_PER_SECOND
+    assert training_grace_seconds(spec) == math.ceil(GRACE_MARGIN_SECONDS + 2 * quarter) == 308
+    # data filled in (-1): 4 replicas of 4 chips, each on one host, which writes the whole state.
+    filled = _training("gemma2-9b", {"type": "v5e", "topology": "4x4"}, {"data": -1, "fsdp": 4, "tensor": 1})
+    assert training_grace_seconds(filled) == math.ceil(GRACE_MARGIN_SECONDS + 2 * whole / 200e6) == 1140

@@ -120,11 +120,13 @@ def test_sources_per_scheme() -> None:
         "checkpoint: /gemma/sources/pvc-gemma-weights/gemma-3-27b-it"
         in pvc["ConfigMap"]["data"]["runtime.yaml"]
     )
-    claim = pvc["Deployment"]["spec"]["template"]["spec"]["volumes"][-1]
+    volumes = {v["name"]: v for v in pvc["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes["src-pvc-gemma-weights"]
     assert claim["persistentVolumeClaim"] == {"claimName": "gemma-weights", "readOnly": True}
     gcs = _render(sample("server-gemma-7b-v5e"))["Deployment"]["spec"]["template"]
     assert gcs["metadata"]["annotations"]["gke-gcsfuse/volumes"] == "true"
-    assert gcs["spec"]["volumes"][-1]["csi"]["volumeAttributes"]["bucketName"] == "my-models"
+    volumes = {v["name"]: v for v in gcs["spec"]["volumes"]}
+    assert volumes["src-gcs-my-models"]["csi"]["volumeAttributes"]["bucketName"] == "my-models"
     hf = _render(load(SAMPLE_FILES[0]))  # manifests/gemma-server.yaml: hf:// with a token Secret
     (init,) = hf["Deployment"]["spec"]["template"]["spec"]["initContainers"]
     assert init["args"][:2] == ["fetch", "hf://google/gemma-2-9b-it"]

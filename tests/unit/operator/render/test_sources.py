@@ -94,7 +94,9 @@ def test_file_reads_from_the_image(kind: str) -> None:
     children = _render(_with_source(kind, URIS["file"]))
     pod = _pod(children)
     assert "checkpoint: /models/gemma-2b" in _config(children)
-    assert {v["name"] for v in pod["spec"]["volumes"]} == {"config", "tmp"}
+    # Only the runtime's own volumes: its config, /tmp and the cache it keeps compiled programs in.
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"config", "tmp", "model-cache"}
+    assert "compilation_cache: /gemma/cache/jax" in _config(children)
     assert pod["spec"]["initContainers"] == []
 
 
@@ -121,7 +123,13 @@ def test_hf_fetches_into_a_node_local_cache_by_default(kind: str) -> None:
     assert _mounts(init)["model-cache"] == {"name": "model-cache", "mountPath": "/gemma/cache"}
     assert _volumes(pod)["model-cache"] == {"name": "model-cache", "emptyDir": {}}
     runtime = pod["spec"]["containers"][0]
-    assert _mounts(runtime)["model-cache"]["readOnly"] is True, "the runtime only reads the cache"
+    # The runtime writes its compilation cache (jax/) beside the downloads.
+    assert _mounts(runtime)["model-cache"] == {
+        "name": "model-cache",
+        "mountPath": "/gemma/cache",
+        "readOnly": False,
+    }
+    assert "compilation_cache: /gemma/cache/jax" in _config(children)
     assert f"checkpoint: {target}\n" in _config(children)
 
 
@@ -130,6 +138,17 @@ def test_hf_cache_on_a_claim_is_shared_and_kept() -> None:
     pod = _pod(children)
     assert _volumes(pod)["model-cache"]["persistentVolumeClaim"] == {"claimName": "gemma-cache"}
     assert "resources" not in pod["spec"]["initContainers"][0]
+
+
+@pytest.mark.parametrize("kind", ["server", "training"])
+def test_compiled_programs_are_kept_on_the_cache_claim_whatever_the_source(kind: str) -> None:
+    """A claim keeps JAX's compilation cache across pods and replicas, even with no hf:// download."""
+    children = _render(_with_source(kind, URIS["pvc"], cache={"claimName": "gemma-cache"}))
+    pod = _pod(children)
+    assert _volumes(pod)["model-cache"]["persistentVolumeClaim"] == {"claimName": "gemma-cache"}
+    assert _mounts(pod["spec"]["containers"][0])["model-cache"]["readOnly"] is False
+    assert "compilation_cache: /gemma/cache/jax" in _config(children)
+    assert pod["spec"]["initContainers"] == []
 
 
 def test_hf_cache_size_limit_is_requested_from_the_node() -> None:

@@ -1,6 +1,7 @@
 """Rendering a GemmaTraining: one Indexed Job per attempt with one pod per host, the jax.distributed
 environment set by the operator, the pod failure policy that names disruptions, Kueue and TTL
-settings, and a JobSet with MEGASCALE_* variables for several slices."""
+settings, a JobSet with MEGASCALE_* variables for several slices, checkpoints to a bucket mounted so
+Orbax can commit on it, and a termination grace period long enough for the SIGTERM checkpoint."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from gemma_operator.api.validation import parse
 from gemma_operator.config import Settings
 from gemma_operator.offline import PLACEHOLDER_UID
+from gemma_operator.render.plan import training_grace_seconds
 from gemma_operator.render.training import render_workload
 from tests.api_cases import merge, sample
 
@@ -160,3 +162,33 @@ def test_checkpoint_output_is_mounted_writable() -> None:
     )
     volumes = {v["name"]: v for v in children["Job"]["spec"]["template"]["spec"]["volumes"]}
     assert "readOnly" not in volumes["out-gcs-my-checkpoints"]["csi"]
+
+
+def test_checkpoints_on_a_bucket_may_rename_folders_and_sources_stay_plain() -> None:
+    """Orbax commits by renaming the checkpoint's folder: gcsfuse allows that on a flat bucket only with
+    rename-dir-limit (tests/cluster/sources/test_gcsfuse_checkpoints.py mounts these options for real)."""
+    children = _render(sample("training-gemma-2b-v5e"))
+    volumes = {v["name"]: v for v in children["Job"]["spec"]["template"]["spec"]["volumes"]}
+    output = volumes["out-gcs-my-checkpoints"]["csi"]["volumeAttributes"]
+    assert output == {"bucketName": "my-checkpoints", "mountOptions": "implicit-dirs,rename-dir-limit=200000"}
+    for source in ("src-gcs-my-models", "src-gcs-my-data"):
+        assert volumes[source]["csi"]["volumeAttributes"]["mountOptions"] == "implicit-dirs"
+
+
+def _grace(doc: dict[str, Any]) -> int:
+    children = _render(doc)
+    workload = children.get("Job") or children["JobSet"]
+    if workload["kind"] == "JobSet":
+        workload = workload["spec"]["replicatedJobs"][0]["template"]
+    grace: int = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == training_grace_seconds(parse(merge(doc, {"metadata": {"uid": PLACEHOLDER_UID}})).spec)
+    return grace
+
+
+def test_the_grace_period_lets_a_sigterm_checkpoint_of_the_model_finish() -> None:
+    # Gemma 2 9B with AdamW on two v5p 2x2x2 slices: 111 GB of state, 55 GB per host of one replica.
+    assert _grace(sample("training-multislice-v5p")) == 585
+    assert _grace(sample("training-gemma-2b-v5e")) == 106  # 2.5B over four hosts: 7.5 GB each
+    assert _grace(sample("training-tiny-cpu")) == 60  # the floor
+    lora = merge(sample("training-gemma-2b-v5e"), {"spec": {"training": {"lora": {"rank": 8}}}})
+    assert _grace(lora) == 60  # only the adapters and their moments are saved
