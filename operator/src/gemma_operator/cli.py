@@ -36,10 +36,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         # Before kopf and the kubernetes client are imported: both read it (kopf's login, our client).
         os.environ["KUBECONFIG"] = args.kubeconfig
+    import threading
+
     import kopf
 
     import gemma_operator.handlers  # noqa: F401 - registers the handlers
     from gemma_operator.config import Settings
+    from gemma_operator.handlers import watchdog
 
     settings = Settings.from_env()
     namespaces = args.namespace or list(settings.namespaces)
@@ -47,7 +50,18 @@ def _run(args: argparse.Namespace) -> int:
     health = (
         f"http://{settings.bind_address}:{settings.health_port}/healthz" if settings.health_port else None
     )
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=health)
+    stop = threading.Event()
+    failures = watchdog.install(stop)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=health,
+        stop_flag=stop,
+    )
+    if failures.failed:
+        print(f"error: stopped: kopf gave up watching {', '.join(failures.failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

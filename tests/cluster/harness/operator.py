@@ -114,6 +114,18 @@ class OperatorProcess:
             return ""
 
 
+def operator_trouble(log: Path, lines: int = 30) -> str:
+    """The operator log's last lines that tell why it stopped acting: failed kopf tasks, requests that
+    gave up, tracebacks, and the start markers between them (for a test's failure message)."""
+    marks = ("has failed", "escalating", "stopping the operator", "Traceback", "===== start")
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return f"(no operator log at {log})"
+    found = [line[:400] for line in text.splitlines() if any(mark in line for mark in marks)]
+    return "operator log, trouble:\n" + "\n".join(found[-lines:])
+
+
 @contextlib.contextmanager
 def as_service_account(
     cluster: LocalCluster, namespace: str, settings: Mapping[str, str] | None = None

@@ -16,7 +16,7 @@ import pytest
 
 from tests.api_cases import merge, sample
 from tests.cluster.harness.control_plane import LocalCluster
-from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.operator import OperatorProcess, operator_trouble
 from tests.cluster.harness.wait import wait_for
 from tests.cluster.operator.test_training import _fail
 
@@ -137,7 +137,8 @@ def _converge(
     try:
         wait_for(converged, timeout, what, interval=2)
     except TimeoutError:
-        raise AssertionError(f"not converged {what}: {last[:20]}") from None
+        log = cluster.workdir / "logs" / "gemma-operator.log"
+        raise AssertionError(f"not converged {what}: {last[:20]}\n{operator_trouble(log)}") from None
 
 
 def _running_pod(cluster: LocalCluster, namespace: str, training: str) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ reconciles. The port-forward and curl of the quickstart need real pods (see ``te
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests import readme
 from tests.cluster.harness.control_plane import ADMIN_USER, LocalCluster
-from tests.cluster.harness.operator import OperatorProcess
+from tests.cluster.harness.operator import OperatorProcess, operator_trouble
 from tests.unit.packaging.generate import NAMESPACE, RELEASE
 
 
@@ -63,7 +64,14 @@ def test_the_gke_quickstart_runs_as_written(shell: Shell, running_operator: Oper
     shell.run(readme.find("kubectl create secret generic hf-token"))
     assert "gemma2-9b-it created" in shell.run(readme.find("kubectl apply -f manifests/gemma-server.yaml"))
     # The README waits up to 30 minutes (a real download and load); here the fake host is ready at once.
-    assert "condition met" in shell.run(readme.find("kubectl wait gemmaserver/gemma2-9b-it"), timeout=300)
+    try:
+        waited = shell.run(readme.find("kubectl wait gemmaserver/gemma2-9b-it"), timeout=300)
+    except subprocess.TimeoutExpired:
+        status = shell.run("kubectl get gemmaserver gemma2-9b-it -o jsonpath='{.status}'", check=False)
+        raise AssertionError(
+            f"not Ready in 300 s; status {status}\n{operator_trouble(running_operator.log)}"
+        ) from None
+    assert "condition met" in waited
 
     table = shell.run(readme.find("kubectl get gemma"))
     row = next(line for line in table.splitlines() if "/gemma2-9b-it " in line)  # kind/name with two kinds

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -13,6 +15,21 @@ from gemma_operator.handlers.context import Context
 from gemma_operator.k8s import EventRecorder, connect
 
 KOPF_PREFIX = "kopf.gemma.ai"
+
+
+class EndlessBackoffs:
+    """Seconds between kopf's retries of one API request: kopf's own ramp, then every ``cap`` seconds,
+    for ever. kopf's default gives up after 54 s, and a watch whose listing gives up is never started
+    again: the operator stays healthy but deaf to that kind until it restarts (nolar/kopf#996). An API
+    server outage outlasts 54 s in a zonal control-plane upgrade. Iterable again per request (kopf
+    iterates it once per request), and unsized, so kopf counts no last attempt."""
+
+    def __init__(self, ramp: tuple[float, ...] = (1, 1, 2, 3, 5, 8, 13), cap: float = 20) -> None:
+        self.ramp = ramp
+        self.cap = cap
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain(self.ramp, itertools.repeat(self.cap))
 
 
 @kopf.on.startup()
@@ -28,6 +45,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    settings.networking.error_backoffs = EndlessBackoffs()
     kube = connect(config.kubeconfig)
     memo["ctx"] = Context(kube=kube, settings=config, recorder=EventRecorder())
     metrics.serve(config.metrics_port, config.bind_address)
