@@ -117,13 +117,19 @@ class OperatorProcess:
 def operator_trouble(log: Path, lines: int = 30) -> str:
     """The operator log's last lines that tell why it stopped acting: failed kopf tasks, requests that
     gave up, tracebacks, and the start markers between them (for a test's failure message)."""
-    marks = ("has failed", "escalating", "stopping the operator", "Traceback", "===== start")
+    marks = ("has failed", "escalating", "will retry", "stopping the operator", "Traceback", "===== start")
     try:
-        text = log.read_text(errors="replace")
+        text = log.read_text(errors="replace").splitlines()
     except OSError:
         return f"(no operator log at {log})"
-    found = [line[:400] for line in text.splitlines() if any(mark in line for mark in marks)]
-    return "operator log, trouble:\n" + "\n".join(found[-lines:])
+    found = [line[:300] for line in text if any(mark in line for mark in marks)]
+    last = [line[:300] for line in text[-10:]]
+    return (
+        "operator log, trouble:\n"
+        + "\n".join(found[-lines:])
+        + "\noperator log, last lines:\n"
+        + "\n".join(last)
+    )
 
 
 @contextlib.contextmanager
