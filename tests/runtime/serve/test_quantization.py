@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gemma_runtime.model import Transformer, preset, tiny_config
-from gemma_runtime.serve import weights
+from gemma_runtime.model import Transformer, matmul, preset, tiny_config
+from gemma_runtime.model.matmul import Int8, project
 from gemma_runtime.serve.quality import measure_int8, sequence_logits
-from gemma_runtime.serve.weights import Int8, extract, project, quantize
+from gemma_runtime.serve.weights import extract, quantize
 from tests.runtime.serve.helpers import varied_model
 
 
@@ -40,8 +40,8 @@ def test_int8_product_converted_in_blocks_equals_the_whole_product(
     scale = jnp.asarray(rng.uniform(0.01, 0.1, size=out).astype(np.float32))
     x = jnp.asarray(rng.normal(size=(1, 3, contracted)).astype(np.float32))
     whole = jnp.einsum(spec, x, values.astype(jnp.float32)) * scale
-    monkeypatch.setattr(weights, "_BLOCK_VALUES", 7 * 24)  # at most 7 rows of 24 or 2 rows of 60 a block
-    blocks = weights._row_blocks(values)
+    monkeypatch.setattr(matmul, "_BLOCK_VALUES", 7 * 24)  # at most 7 rows of 24 or 2 rows of 60 a block
+    blocks = matmul._row_blocks(values)
     assert blocks == (10 if shape[0] == 60 else 12)
     blocked = project(x, Int8(values, scale), spec, row_shards)
     np.testing.assert_allclose(np.asarray(blocked), np.asarray(whole), rtol=1e-5, atol=1e-3)

@@ -1,5 +1,7 @@
 """Multi-query / grouped-query / multi-head attention with RoPE, optional QK-norm, logit soft-capping,
-sliding windows and a key/value cache.
+sliding windows and a key/value cache: the attention core over a batch (``attend_batch``, which the model
+and training use; serving attends over its own cache in ``serve/forward.py``) and the NNX module that
+holds the projections (their math is ``block.py``'s, shared with serving).
 
 The cache holds, per layer, keys and values in slots plus the absolute position stored in each slot
 (-1 when empty). Global layers get one slot per position; local (sliding-window) layers only a ring of
@@ -8,13 +10,15 @@ The cache holds, per layer, keys and values in slots plus the absolute position 
 
 from __future__ import annotations
 
+import functools
 from typing import TypedDict
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gemma_runtime.model.layers import RMSNorm, apply_rope, param, softcap
+from gemma_runtime.model.block import attention, softcap
+from gemma_runtime.model.layers import RMSNorm, param
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
@@ -72,42 +76,59 @@ class Attention(nnx.Module):
         self.config = config
         self.attn_type = attn_type
 
+    def weights(self) -> dict[str, Array | None]:
+        """The projections (q, k, v [N, D, H], o [N, H, D]) and the QK-norm scales (None without)."""
+        out: dict[str, Array | None] = {name: getattr(self, name)[...] for name in ("q", "k", "v", "o")}
+        for name in ("query_norm", "key_norm"):
+            norm = getattr(self, name, None)
+            out[name] = None if norm is None else norm.scale[...]
+        return out
+
     def __call__(
         self, x: Array, positions: Array, segment_ids: Array | None = None, cache: LayerCache | None = None
     ) -> tuple[Array, LayerCache | None]:
-        cfg, dtype = self.config, x.dtype
-        q = jnp.einsum("BTD,NDH->BTNH", x, self.q[...].astype(dtype))
-        k = jnp.einsum("BSD,KDH->BSKH", x, self.k[...].astype(dtype))
-        v = jnp.einsum("BSD,KDH->BSKH", x, self.v[...].astype(dtype))
-        if cfg.use_qk_norm:
-            q, k = self.query_norm(q), self.key_norm(k)
-        local = self.attn_type == AttentionType.LOCAL
-        base = cfg.rope_base_local if local else cfg.rope_base_global
-        scale = 1.0 if local else cfg.rope_scale_global
-        q = apply_rope(q, positions, base=base, scale=scale) * jnp.asarray(cfg.query_scale, dtype)
-        k = apply_rope(k, positions, base=base, scale=scale)
+        config, attn_type = self.config, self.attn_type
+        attend = functools.partial(
+            attend_batch, config, attn_type, positions=positions, segment_ids=segment_ids, cache=cache
+        )
+        return attention(config, attn_type, self.weights(), x, positions, attend=attend)
 
-        k_all, v_all, k_pos, k_seg, q_seg = k, v, positions, segment_ids, segment_ids
-        if cache is not None:
-            # Attend over what the cache held plus this chunk, then store the chunk (a ring may be
-            # smaller than the chunk, so writing first could overwrite keys this chunk still needs).
-            k_all = jnp.concatenate([cache["k"].astype(dtype), k], axis=1)
-            v_all = jnp.concatenate([cache["v"].astype(dtype), v], axis=1)
-            k_pos = jnp.concatenate([cache["pos"], positions], axis=1)
-            k_seg = q_seg = None
-            cache = _write(cache, k, v, positions)
 
-        window = cfg.sliding_window if local else None
-        mask = attention_mask(positions, k_pos, window, q_seg, k_seg)  # [B, T, S]
-        b, t, n, h = q.shape
-        groups = n // cfg.num_kv_heads
-        q = q.reshape(b, t, cfg.num_kv_heads, groups, h)  # [B, T, K, G, H]
-        logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k_all, preferred_element_type=jnp.float32)
-        logits = softcap(logits, cfg.attn_logit_softcap)
-        logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
-        probs = jax.nn.softmax(logits, axis=-1).astype(dtype)  # [B, K, G, T, S]
-        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_all).reshape(b, t, n, h)  # [B, T, N, H]
-        return jnp.einsum("BTNH,NHD->BTD", out, self.o[...].astype(dtype)), cache
+def attend_batch(
+    config: TransformerConfig,
+    attn_type: AttentionType,
+    q: Array,
+    k: Array,
+    v: Array,
+    *,
+    positions: Array,
+    segment_ids: Array | None,
+    cache: LayerCache | None,
+) -> tuple[Array, LayerCache | None]:
+    """q [B, T, N, H], k and v [B, T, K, H] at ``positions`` [B, T] -> [B, T, N, H]: each token attends
+    causally inside its segment (``segment_ids``, 0 for padding) and window, and over what ``cache``
+    held; returns the cache with this chunk written."""
+    dtype = q.dtype
+    k_all, v_all, k_pos, k_seg, q_seg = k, v, positions, segment_ids, segment_ids
+    if cache is not None:
+        # Attend over what the cache held plus this chunk, then store the chunk (a ring may be
+        # smaller than the chunk, so writing first could overwrite keys this chunk still needs).
+        k_all = jnp.concatenate([cache["k"].astype(dtype), k], axis=1)
+        v_all = jnp.concatenate([cache["v"].astype(dtype), v], axis=1)
+        k_pos = jnp.concatenate([cache["pos"], positions], axis=1)
+        k_seg = q_seg = None
+        cache = _write(cache, k, v, positions)
+
+    window = config.sliding_window if attn_type == AttentionType.LOCAL else None
+    mask = attention_mask(positions, k_pos, window, q_seg, k_seg)  # [B, T, S]
+    b, t, n, h = q.shape
+    groups = n // config.num_kv_heads
+    q = q.reshape(b, t, config.num_kv_heads, groups, h)  # [B, T, K, G, H]
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k_all, preferred_element_type=jnp.float32)
+    logits = softcap(logits, config.attn_logit_softcap)
+    logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)  # [B, K, G, T, S]
+    return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v_all).reshape(b, t, n, h), cache  # [B, T, N, H]
 
 
 def _write(cache: LayerCache, k: Array, v: Array, positions: Array) -> LayerCache:

@@ -1,16 +1,19 @@
 """The Gemma decoder: embed, N blocks of (attention, feed-forward) with pre- and optional post-norms,
-final norm, tied output projection, optional final soft-cap."""
+final norm, tied output projection, optional final soft-cap. The modules hold the parameters; the math
+is ``block.py``'s, which serving shares."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gemma_runtime.model.attention import Attention, LayerCache, init_layer_cache
-from gemma_runtime.model.layers import Embedder, FeedForward, RMSNorm, softcap
+from gemma_runtime.model.attention import Attention, LayerCache, attend_batch, init_layer_cache
+from gemma_runtime.model.block import block, logits
+from gemma_runtime.model.layers import Embedder, FeedForward, RMSNorm
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
@@ -33,17 +36,22 @@ class Block(nnx.Module):
         self.mlp = FeedForward(d, config.hidden_dim, rngs=rngs, param_dtype=param_dtype)
         self.post_ffw_norm = norm() if config.use_post_ffw_norm else None
 
+    def weights(self) -> dict[str, Array | None]:
+        """The block's parameters by name, as ``block.block`` reads them (None for an absent norm)."""
+        out = {**self.attn.weights(), **self.mlp.weights()}
+        for name in ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm"):
+            norm = getattr(self, name)
+            out[name] = None if norm is None else norm.scale[...]
+        return out
+
     def __call__(
         self, x: Array, positions: Array, segment_ids: Array | None, cache: LayerCache | None
     ) -> tuple[Array, LayerCache | None]:
-        attn, cache = self.attn(self.pre_attention_norm(x), positions, segment_ids, cache)
-        if self.post_attention_norm is not None:
-            attn = self.post_attention_norm(attn)
-        x = x + attn
-        ffw = self.mlp(self.pre_ffw_norm(x))
-        if self.post_ffw_norm is not None:
-            ffw = self.post_ffw_norm(ffw)
-        return x + ffw, cache
+        config, attn_type = self.attn.config, self.attn.attn_type
+        attend = functools.partial(
+            attend_batch, config, attn_type, positions=positions, segment_ids=segment_ids, cache=cache
+        )
+        return block(config, attn_type, self.weights(), x, positions, attend=attend)
 
 
 class Transformer(nnx.Module):
@@ -91,7 +99,7 @@ class Transformer(nnx.Module):
         return self.final_norm(x), new_cache
 
     def logits(self, hidden: Array) -> Array:
-        return softcap(self.embedder.decode(hidden).astype(jnp.float32), self.config.final_logit_softcap)
+        return logits(self.config, self.embedder.input_embedding[...], hidden)
 
     def __call__(
         self,

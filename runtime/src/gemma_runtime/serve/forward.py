@@ -22,8 +22,9 @@ import jax.numpy as jnp
 
 from gemma_runtime.model import AttentionType, TransformerConfig
 from gemma_runtime.model.attention import MASK_VALUE, LayerCache, attention_mask
-from gemma_runtime.model.layers import apply_rope, softcap
-from gemma_runtime.serve.weights import LayerWeights, Weights, embed, project
+from gemma_runtime.model.block import block, embed, logits, rms_norm, softcap
+from gemma_runtime.model.matmul import Products
+from gemma_runtime.serve.weights import LayerWeights, Weights
 
 Array = jax.Array
 Axes = tuple[str | None, ...]
@@ -38,10 +39,12 @@ class Placement(NamedTuple):
     pins an array to its logical axes (the engine maps them to mesh axes through the one table):
     without it the partitioner may, for one, split new keys over more heads than the cache is split
     into, and then copy every layer's cache between devices to put it back. ``row_shards``: how many
-    shards split the first axis of "o", "down" and "embedding", for the CPU int8 product."""
+    shards split the first axis of "o", "down" and "embedding", for the CPU int8 product. ``platform``:
+    the devices' platform (None: JAX's default backend), which picks the int8 product."""
 
     constrain: Callable[[Array, Axes], Array] = _as_is
     row_shards: Mapping[str, int] = types.MappingProxyType({})
+    platform: str | None = None
 
 
 ONE_DEVICE = Placement()
@@ -54,15 +57,6 @@ class StepTokens(NamedTuple):
     chunk_positions: Array  # [C] int32, -1 on padding
     chunk_segments: Array  # [C] int32, which segment each token belongs to (0 on padding)
     segment_slots: Array  # [P] int32, the slot of each segment (unused segments hold no token)
-
-
-def rms_norm(x: Array, scale: Array | None, eps: float) -> Array:
-    """The model's RMSNorm: x / rms(x) * (1 + scale), in f32."""
-    if scale is None:
-        return x
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
 
 
 def _weighted_values(probs: Array, v: Array) -> Array:
@@ -178,45 +172,31 @@ def _layer(
     step: StepTokens,
     placement: Placement,
 ) -> tuple[Array, LayerCache]:
-    """x: [1, B + C, D], decode rows first. Returns the layer's output and its updated cache."""
-    b, t = step.decode_tokens.shape[0], x.shape[1]
-    n, kv, hd = config.num_heads, config.num_kv_heads, config.head_dim
+    """x: [1, B + C, D], decode rows first. Returns the layer's output and its updated cache: the
+    model's block (``model/block.py``) around this step's attention over the cache."""
+    b = step.decode_tokens.shape[0]
     positions = jnp.concatenate([step.decode_positions, step.chunk_positions])[None]  # [1, B + C]
-    h = rms_norm(x, w["pre_attention_norm"], config.norm_eps)
-    q = project(h, w["q"], "BTD,DE->BTE").reshape(1, t, n, hd)  # [1, B + C, N, H]
-    k = project(h, w["k"], "BTD,DE->BTE").reshape(1, t, kv, hd)  # [1, B + C, K, H]
-    v = project(h, w["v"], "BTD,DE->BTE").reshape(1, t, kv, hd)
-    if config.use_qk_norm:
-        q, k = rms_norm(q, w["query_norm"], config.norm_eps), rms_norm(k, w["key_norm"], config.norm_eps)
-    local = attn_type == AttentionType.LOCAL
-    base = config.rope_base_local if local else config.rope_base_global
-    scale = 1.0 if local else config.rope_scale_global
-    q = apply_rope(q, positions, base=base, scale=scale) * jnp.asarray(config.query_scale, x.dtype)
-    k = apply_rope(k, positions, base=base, scale=scale)
-    window = config.sliding_window if local else None
+    window = config.sliding_window if attn_type == AttentionType.LOCAL else None
 
-    # Decode rows: each slot stores its new key, then its one query attends over its cache row.
-    pin = placement.constrain
-    kv_axes = (None, None, "kv_heads", "head_dim")
-    qd, kd, vd = q[0, :b, None], pin(k[0, :b, None], kv_axes), pin(v[0, :b, None], kv_axes)  # [B, 1, *, H]
-    cache = _pin_cache(_write_rows(cache, kd, vd, step.decode_positions), pin)
-    outs = [_attend_decode(config, qd, cache, positions=step.decode_positions, window=window)[:, 0]]
-    if step.chunk_tokens.shape[0]:
-        # Chunk slots are not decoding, so their rows are as before. A chunk may be longer than a ring:
-        # it attends first and is written after.
-        qc, kc, vc = q[0, b:], pin(k[0, b:], kv_axes[1:]), pin(v[0, b:], kv_axes[1:])  # [C, *, H]
-        outs.append(_attend_chunk(config, qc, kc, vc, cache, step=step, window=window))  # [C, N, H]
-        cache = _pin_cache(_write_chunk(cache, kc, vc, step), pin)
+    def attend(q: Array, k: Array, v: Array) -> tuple[Array, LayerCache]:
+        """q [1, B + C, N, H], k and v [1, B + C, K, H] -> [1, B + C, N, H] and the updated cache."""
+        # Decode rows: each slot stores its new key, then its one query attends over its cache row.
+        pin = placement.constrain
+        kv_axes = (None, None, "kv_heads", "head_dim")
+        qd = q[0, :b, None]  # [B, 1, N, H]
+        kd, vd = pin(k[0, :b, None], kv_axes), pin(v[0, :b, None], kv_axes)  # [B, 1, K, H]
+        updated = _pin_cache(_write_rows(cache, kd, vd, step.decode_positions), pin)
+        outs = [_attend_decode(config, qd, updated, positions=step.decode_positions, window=window)[:, 0]]
+        if step.chunk_tokens.shape[0]:
+            # Chunk slots are not decoding, so their rows are as before. A chunk may be longer than a
+            # ring: it attends first and is written after.
+            qc, kc, vc = q[0, b:], pin(k[0, b:], kv_axes[1:]), pin(v[0, b:], kv_axes[1:])  # [C, *, H]
+            outs.append(_attend_chunk(config, qc, kc, vc, updated, step=step, window=window))  # [C, N, H]
+            updated = _pin_cache(_write_chunk(updated, kc, vc, step), pin)
+        return jnp.concatenate(outs, axis=0)[None], updated  # [1, B + C, N, H]
 
-    attn = jnp.concatenate(outs, axis=0).reshape(1, t, n * hd)  # [1, B + C, N*H]
-    attn = project(attn, w["o"], "BTE,ED->BTD", placement.row_shards.get("o", 1))
-    x = x + rms_norm(attn, w["post_attention_norm"], config.norm_eps)
-    h = rms_norm(x, w["pre_ffw_norm"], config.norm_eps)
-    gate = project(h, w["gate"], "BTD,DF->BTF")
-    up = project(h, w["up"], "BTD,DF->BTF")
-    hidden = jax.nn.gelu(gate, approximate=True) * up  # [1, B + C, F]
-    ffw = project(hidden, w["down"], "BTF,FD->BTD", placement.row_shards.get("down", 1))
-    return x + rms_norm(ffw, w["post_ffw_norm"], config.norm_eps), cache
+    products = Products(placement.row_shards, placement.platform)
+    return block(config, attn_type, w, x, positions, attend=attend, products=products)
 
 
 def forward(
@@ -233,8 +213,7 @@ def forward(
     [R] (the engine asks for each segment's last token; a decode-only step asks for none),
     and the updated cache; ``placement`` as the engine lays the step out."""
     tokens = jnp.concatenate([step.decode_tokens, step.chunk_tokens])[None]  # [1, B + C]
-    x = embed(weights.embedding, tokens, dtype)
-    x = x * jnp.asarray(config.embed_dim**0.5, dtype)  # [1, B + C, D]
+    x = embed(weights.embedding, tokens, dtype)  # [1, B + C, D]
     new_cache = []
     for attn_type, w, layer_cache in zip(config.attention_types, weights.layers, cache, strict=True):
         x, updated = _layer(config, attn_type, w, x, layer_cache, step=step, placement=placement)
@@ -243,6 +222,5 @@ def forward(
     picked = jnp.minimum(b + chunk_rows, x.shape[1] - 1)  # [R]
     rows = jnp.concatenate([x[:, :b], jnp.take(x, picked, axis=1)], axis=1)  # [1, B + R, D]
     hidden = rms_norm(rows, weights.final_norm, config.norm_eps)
-    logits = project(hidden, weights.embedding, "BTD,VD->BTV", placement.row_shards.get("embedding", 1))
-    logits = logits.astype(jnp.float32)
-    return softcap(logits, config.final_logit_softcap)[0], new_cache
+    products = Products(placement.row_shards, placement.platform)
+    return logits(config, weights.embedding, hidden, products)[0], new_cache

@@ -118,7 +118,7 @@ def placement(config: TransformerConfig, mesh: Mesh) -> Placement:
         pinned: Array = jax.lax.with_sharding_constraint(x, named_sharding(axes, x.shape, mesh))
         return pinned
 
-    return Placement(constrain, row_shards(config, mesh))
+    return Placement(constrain, row_shards(config, mesh), mesh.devices.flat[0].platform)
 
 
 def row_shards(config: TransformerConfig, mesh: Mesh) -> dict[str, int]:

@@ -4,11 +4,8 @@ optionally with int8 weights. Each parameter's serving form (layout, int8) is on
 arrays (``extract``, traceable) or on the host in numpy (``host_serving_form``, for ``serve.load``).
 
 int8 is weight-only, symmetric, one scale per output channel (the maximum absolute value over the
-contracted axes / 127). Norm scales stay in full precision. The matrix product runs on the int8 values
-converted to the activation dtype and multiplies the scale into its output, which is exact per channel.
-GPU and TPU compilers fuse that conversion into the product. XLA:CPU runs the fused product as a slow
-loop (measured 14x slower than f32 at batch 1), so on CPU the weight is converted one block of rows at a
-time inside a loop: each block's f32 copy stays in cache and the product runs at full speed.
+contracted axes / 127). Norm scales stay in full precision. The model's one matrix product
+(``model/matmul.py``) runs on either kind, on CPU converting an int8 weight one block of rows at a time.
 """
 
 from __future__ import annotations
@@ -23,18 +20,12 @@ import numpy as np
 
 from gemma_runtime.model import Transformer
 
+# The int8 form is the model's own (its one product reads either kind); serving names it from here too.
+from gemma_runtime.model.matmul import Int8 as Int8  # noqa: PLC0414
+from gemma_runtime.model.matmul import Weight as Weight  # noqa: PLC0414
+
 Array = jax.Array
 
-
-class Int8(NamedTuple):
-    """A quantized weight: ``values`` int8 in the weight's shape; ``scale`` f32 in the shape of the
-    weight's output (not contracted) axes, which trail the product's output."""
-
-    values: Array
-    scale: Array
-
-
-Weight = Array | Int8
 LayerWeights = dict[str, Any]  # q, k, v [D, N*H], o [N*H, D], gate, up, down: Weight; norm scales
 
 
@@ -94,83 +85,6 @@ def quantize_host(weight: np.ndarray, contracted: tuple[int, ...]) -> tuple[np.n
     return values, scale.reshape(_kept(weight.shape, contracted))
 
 
-# Rows of an int8 weight converted at a time on CPU: 1M values (4 MB as f32) fit in cache.
-_BLOCK_VALUES = 1 << 20
-
-
-def _row_blocks(weight: Array, groups: int = 1) -> int:
-    """The fewest blocks of whole rows, dividing each of ``groups`` equal groups of rows evenly, of at
-    most ``_BLOCK_VALUES`` each, and at least two: converted outside a loop, every layer's weights would
-    be converted up front into one large temporary (measured 6x slower for bench-small's attention
-    projections)."""
-    rows, size = weight.shape[0] // groups, weight.size // groups
-    blocks = min(max(2, -(-size // _BLOCK_VALUES)), rows)
-    while rows % blocks:  # ends at the latest with one row a block
-        blocks += 1
-    return blocks
-
-
-def _blocked_product(x: Array, values: Array, spec: str, groups: int) -> Array:
-    """``einsum(spec, x, values)`` for a 2-D int8 ``values``, converting one block of rows at a time.
-
-    ``groups`` is how many shards split the rows (tensor parallelism): rows are cut into [groups,
-    blocks, size] so that every block lies inside one shard and the loop slices an unsharded axis (a
-    block sliced across shards would make the partitioner gather the whole weight onto every device).
-    The group axis leads every product's operands and result: anywhere else, XLA:CPU runs the batched
-    product over a slow path (measured 13x slower at batch 1, even with one group)."""
-    rows, width = values.shape
-    groups = groups if rows % groups == 0 else 1
-    blocks = _row_blocks(values, groups)
-    size = rows // (groups * blocks)
-    stacked = values.reshape(groups, blocks, size, width)  # [groups, blocks, size, N or K]
-    inputs, _ = spec.split("->")
-    lhs, rhs = inputs.split(",")
-    g = next(c for c in "ZYXWUQ" if c not in spec)  # a letter for the group axis
-    lead = x.shape[:-1]
-    if rhs[0] in lhs:  # [K, N]: each block is a slice of K, the partial products add up
-        xs = jnp.moveaxis(x.reshape(*lead, groups, blocks, size), -3, 0)  # [groups, ..., blocks, size]
-        grouped = f"{g}{lhs},{g}{rhs}->{g}{lhs[:-1]}{rhs[1]}"
-
-        def add(total: Array, i: Array) -> tuple[Array, None]:
-            part = jax.lax.dynamic_index_in_dim(xs, i, axis=-2, keepdims=False)  # [groups, ..., size]
-            block = jax.lax.dynamic_index_in_dim(stacked, i, axis=1, keepdims=False)  # [groups, size, N]
-            return total + jnp.einsum(grouped, part, block.astype(x.dtype)), None
-
-        zeros = jnp.zeros((groups, *lead, width), x.dtype)  # one partial sum per shard
-        total, _ = jax.lax.scan(add, zeros, jnp.arange(blocks))  # [groups, ..., N]
-        return total.sum(axis=0)
-
-    grouped = f"{lhs},{g}{rhs}->{g}{lhs[:-1]}{rhs[0]}"
-
-    def part(_: None, i: Array) -> tuple[None, Array]:  # [N, K]: each block is a slice of the output
-        block = jax.lax.dynamic_index_in_dim(stacked, i, axis=1, keepdims=False)  # [groups, size, K]
-        return None, jnp.einsum(grouped, x, block.astype(x.dtype))  # [groups, ..., size]
-
-    _, parts = jax.lax.scan(part, None, jnp.arange(blocks))  # [blocks, groups, ..., size]
-    parts = jnp.moveaxis(parts, (1, 0), (-3, -2))  # [..., groups, blocks, size]
-    return parts.reshape(*lead, rows)
-
-
-def project(x: Array, weight: Weight, spec: str, row_shards: int = 1) -> Array:
-    """``einsum(spec, x, weight)`` for a full-precision or an int8 weight; ``row_shards``: how many
-    shards split the weight's first axis (only the CPU int8 product needs to know)."""
-    if isinstance(weight, Int8):
-        if jax.default_backend() == "cpu" and weight.values.ndim == 2:
-            out = _blocked_product(x, weight.values, spec, row_shards)
-        else:
-            out = jnp.einsum(spec, x, weight.values.astype(x.dtype))
-        return out * weight.scale.astype(x.dtype)
-    return jnp.einsum(spec, x, weight.astype(x.dtype))
-
-
-def embed(table: Weight, tokens: Array, dtype: jnp.dtype) -> Array:
-    """Rows of the [V, D] table for ``tokens`` [...] -> [..., D] (not yet scaled by sqrt(D))."""
-    if isinstance(table, Int8):
-        rows = jnp.take(table.values, tokens, axis=0).astype(dtype)
-        return rows * jnp.take(table.scale, tokens, axis=0)[..., None].astype(dtype)
-    return jnp.take(table, tokens, axis=0).astype(dtype)
-
-
 # Every projection is stored as a plain [in, out] matrix, contracted on axis 0: q/k/v as [D, N*H] (heads
 # flattened after moving D first), o as [N*H, D]. Left as [N, D, H] XLA:CPU transposes q and o in every
 # step (a copy of the weight per token); the embedding [V, D] contracts D as the output projection.
@@ -222,31 +136,16 @@ def host_serving_form(kind: str, weight: np.ndarray, quantization: str) -> HostW
     return matrix
 
 
-def _value(module: Any, name: str) -> Array | None:
-    """A submodule's norm scale, or None when the block has no such norm."""
-    norm = getattr(module, name, None)
-    return None if norm is None else norm.scale[...]
-
-
 def extract(model: Transformer, quantization: str = "none") -> Weights:
     """The model's parameters as a :class:`Weights` pytree; ``quantization`` is "none" or "int8".
     Traceable: ``serve.load.random_weights`` runs it under jit into the weights' shardings."""
     _check(quantization)
 
-    def form(kind: str, param: Any) -> Weight:
-        return serving_form(kind, param[...], quantization)
+    def form(kind: str, value: Array | None) -> Weight | None:
+        return None if value is None else serving_form(kind, value, quantization)
 
-    layers: list[LayerWeights] = []
-    for block in model.layers:
-        attn, mlp = block.attn, block.mlp
-        layer: LayerWeights = {
-            name: form(name, getattr(attn if name in ("q", "k", "v", "o") else mlp, name))
-            for name in MATRICES
-        }
-        for name in NORMS:
-            layer[name] = _value(attn if name in ("query_norm", "key_norm") else block, name)
-        layers.append(layer)
-    embedding = form("embedding", model.embedder.input_embedding)
+    layers = [{name: form(name, value) for name, value in block.weights().items()} for block in model.layers]
+    embedding = serving_form("embedding", model.embedder.input_embedding[...], quantization)
     return Weights(embedding, layers, model.final_norm.scale[...])
 
 
