@@ -1,1 +1,2 @@
-"""Serving: sampling (and, with the serving issue, the engine, scheduler and HTTP server)."""
+"""Serving: the engine (its KV cache and one batched step, whose layers are the model's own block from
+``model/block.py``), the scheduler, sampling, and the OpenAI-compatible HTTP server."""

@@ -3,7 +3,8 @@ through the model together, so the matrix products see ``B + C`` rows (on CPU a 
 matrix product fast; measured in shared/reference/cpu-perf.md). The chunk packs pieces of up to P
 prompts (segments), so short prompts fill a step as well as one long one. Only attention is split:
 decode rows attend over their own slot's cache, each chunk token over its segment's slot's cache plus
-the earlier tokens of its segment.
+the earlier tokens of its segment. Everything else in a layer is the model's own block
+(``model/block.py``, which training runs too); this module holds only the attention over the cache.
 
 Shapes: B decode slots, C chunk tokens (a static bucket, 0 for a decode-only step), P segments, S cache
 slots of a layer (the full length for global layers, a window-sized ring for local ones), D/N/K/G/H/F/V
