@@ -34,6 +34,7 @@ from jax.typing import DTypeLike
 
 from gemma_runtime.model import Transformer, TransformerConfig
 from gemma_runtime.model.attention import LayerCache, cache_slots, init_layer_cache
+from gemma_runtime.model.matmul import Int8
 from gemma_runtime.serve.forward import Placement, StepTokens, forward
 from gemma_runtime.serve.interface import TOP_LOGPROBS, Chunk, StepResult, StepWork
 from gemma_runtime.serve.layout import (
@@ -46,7 +47,7 @@ from gemma_runtime.serve.layout import (
     weight_shardings,
 )
 from gemma_runtime.serve.sampling import sample, top_alternatives
-from gemma_runtime.serve.weights import Int8, Weights, bytes_per_device, extract, weight_bytes
+from gemma_runtime.serve.weights import Weights, bytes_per_device, extract, weight_bytes
 
 Array = jax.Array
 Sampling = tuple[Array, Array, Array, Array, Array]  # temperature, top_k, top_p, seeds, counters

@@ -21,10 +21,11 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding
 
+from gemma_runtime.model.matmul import Int8
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import named_sharding
 from gemma_runtime.serve.forward import Axes, Placement
-from gemma_runtime.serve.weights import Int8, Weights
+from gemma_runtime.serve.weights import Weights
 from gemma_runtime.variants import TransformerConfig
 
 Array = jax.Array

@@ -32,15 +32,14 @@ from gemma_runtime.checkpoint.params import (
     variables,
 )
 from gemma_runtime.model import Transformer, TransformerConfig
+from gemma_runtime.model.matmul import Int8, Weight
 from gemma_runtime.parallel.sharding import place
 from gemma_runtime.serve.layout import weight_shardings
 from gemma_runtime.serve.weights import (
     MATRICES,
     NORMS,
     HostWeight,
-    Int8,
     LayerWeights,
-    Weight,
     Weights,
     bytes_per_device,
     extract,

@@ -19,10 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gemma_runtime.model import Transformer
-
-# The int8 form is the model's own (its one product reads either kind); serving names it from here too.
-from gemma_runtime.model.matmul import Int8 as Int8  # noqa: PLC0414
-from gemma_runtime.model.matmul import Weight as Weight  # noqa: PLC0414
+from gemma_runtime.model.matmul import Int8, Weight
 
 Array = jax.Array
 
