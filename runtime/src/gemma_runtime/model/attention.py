@@ -41,7 +41,7 @@ def init_layer_cache(
     config: TransformerConfig, attn_type: AttentionType, batch: int, max_len: int, dtype: jnp.dtype
 ) -> LayerCache:
     slots = cache_slots(config, attn_type, max_len)
-    shape = (batch, slots, config.num_kv_heads, config.head_dim)
+    shape = (batch, slots, config.kv_heads_of(attn_type), config.head_dim_of(attn_type))
     return {
         "k": jnp.zeros(shape, dtype),
         "v": jnp.zeros(shape, dtype),
@@ -62,23 +62,49 @@ def attention_mask(
 
 
 class Attention(nnx.Module):
+    """The projections of one layer. A KV-shared layer (``shared``) has only q, o and the query norm;
+    where keys double as values (Gemma 4's global layers with ``attention_k_eq_v``) there is no v."""
+
     def __init__(
-        self, config: TransformerConfig, attn_type: AttentionType, *, rngs: nnx.Rngs, param_dtype: jnp.dtype
+        self,
+        config: TransformerConfig,
+        attn_type: AttentionType,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype: jnp.dtype,
+        shared: bool = False,
     ) -> None:
-        n, k, d, h = config.num_heads, config.num_kv_heads, config.embed_dim, config.head_dim
+        n, d = config.num_heads, config.embed_dim
+        k, h = config.kv_heads_of(attn_type), config.head_dim_of(attn_type)
+
+        def qk_norm() -> RMSNorm:
+            return RMSNorm(
+                h,
+                eps=config.norm_eps,
+                axis="head_dim",
+                param_dtype=param_dtype,
+                plus_one=config.norm_plus_one,
+            )
+
         self.q = param(rngs, (n, d, h), ("heads", "embed", "head_dim"), param_dtype, d**-0.5)
-        self.k = param(rngs, (k, d, h), ("kv_heads", "embed", "head_dim"), param_dtype, d**-0.5)
-        self.v = param(rngs, (k, d, h), ("kv_heads", "embed", "head_dim"), param_dtype, d**-0.5)
+        if not shared:
+            self.k = param(rngs, (k, d, h), ("kv_heads", "embed", "head_dim"), param_dtype, d**-0.5)
+            if not config.values_are_keys(attn_type):
+                self.v = param(rngs, (k, d, h), ("kv_heads", "embed", "head_dim"), param_dtype, d**-0.5)
         self.o = param(rngs, (n, h, d), ("heads", "head_dim", "embed"), param_dtype, (n * h) ** -0.5)
         if config.use_qk_norm:
-            self.query_norm = RMSNorm(h, eps=config.norm_eps, axis="head_dim", param_dtype=param_dtype)
-            self.key_norm = RMSNorm(h, eps=config.norm_eps, axis="head_dim", param_dtype=param_dtype)
+            self.query_norm = qk_norm()
+            if not shared:
+                self.key_norm = qk_norm()
         self.config = config
         self.attn_type = attn_type
 
     def weights(self) -> dict[str, Array | None]:
         """The projections (q, k, v [N, D, H], o [N, H, D]) and the QK-norm scales (None without)."""
-        out: dict[str, Array | None] = {name: getattr(self, name)[...] for name in ("q", "k", "v", "o")}
+        out: dict[str, Array | None] = {}
+        for name in ("q", "k", "v", "o"):
+            weight = getattr(self, name, None)
+            out[name] = None if weight is None else weight[...]
         for name in ("query_norm", "key_norm"):
             norm = getattr(self, name, None)
             out[name] = None if norm is None else norm.scale[...]
@@ -122,8 +148,8 @@ def attend_batch(
     window = config.sliding_window if attn_type == AttentionType.LOCAL else None
     mask = attention_mask(positions, k_pos, window, q_seg, k_seg)  # [B, T, S]
     b, t, n, h = q.shape
-    groups = n // config.num_kv_heads
-    q = q.reshape(b, t, config.num_kv_heads, groups, h)  # [B, T, K, G, H]
+    kv = k.shape[2]
+    q = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, G, H]
     logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k_all, preferred_element_type=jnp.float32)
     logits = softcap(logits, config.attn_logit_softcap)
     logits = jnp.where(mask[:, None, None, :, :], logits, MASK_VALUE)

@@ -8,6 +8,13 @@ serving KV cache: the ``attend`` argument) and in how they hold parameters. A la
 as a mapping by name (q, k, v, o, gate, up, down, and the norm scales, None for a norm the config has
 not); a projection is held in the model's layout (q/k/v [N, D, H], o [N, H, D]) or as serving's flat
 matrix (q/k/v [D, N*H], o [N*H, D], possibly int8: ``serve/weights.py``), and the functions read both.
+
+Gemma 4 adds (names as ``block`` reads them, absent or None where the config has none): a v projection
+of None where keys double as values, ``layer_scalar`` [1], the mixture of experts (``router`` [D, E],
+``router_scale`` [D], ``per_expert_scale`` [E], ``experts_gate``/``experts_up`` [E, D, M],
+``experts_down`` [E, M, D], norms ``pre_ffw_norm_2``, ``post_ffw_norm_1``, ``post_ffw_norm_2``) and the
+per-layer input (``per_layer_gate`` [D, P], ``per_layer_projection`` [P, D], ``post_per_layer_norm``).
+Global and local layers may differ in head dim H and KV heads K (``TransformerConfig.head_dim_of``).
 """
 
 from __future__ import annotations
@@ -29,27 +36,50 @@ Params = Mapping[str, Any]  # a layer's weights and norm scales by name
 Attend = Callable[[Array, Array, Array], tuple[Array, Any]]
 
 
-def rms_norm(x: Array, scale: Array | None, eps: float) -> Array:
-    """x / rms(x) * (1 + scale), computed in f32 whatever the dtype; no scale: x as it is."""
+def rms_norm(x: Array, scale: Array | None, eps: float, plus_one: bool = True) -> Array:
+    """x / rms(x) * (1 + scale) (Gemma 1-3), or * scale (``plus_one=False``, Gemma 4), computed in f32
+    whatever the dtype; no scale: x as it is (a norm the config has not)."""
     if scale is None:
         return x
+    factor = scale.astype(jnp.float32)
+    return (_normalized(x, eps) * (1.0 + factor if plus_one else factor)).astype(x.dtype)
+
+
+def _normalized(x: Array, eps: float) -> Array:
     x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+
+
+def rms_normalize(x: Array, eps: float) -> Array:
+    """x / rms(x), without a scale (Gemma 4's value norm and router norm), in f32."""
+    return _normalized(x, eps).astype(x.dtype)
+
+
+def norm(config: TransformerConfig, x: Array, scale: Array | None) -> Array:
+    """The config's RMSNorm (its epsilon and scale form); no scale: x as it is."""
+    return rms_norm(x, scale, config.norm_eps, config.norm_plus_one)
 
 
 def softcap(x: Array, cap: float | None) -> Array:
     return x if cap is None else jnp.tanh(x / cap) * cap
 
 
-def apply_rope(x: Array, positions: Array, *, base: float, scale: float = 1.0) -> Array:
+def apply_rope(
+    x: Array, positions: Array, *, base: float, scale: float = 1.0, fraction: float = 1.0
+) -> Array:
     """Rotary embedding, split-half convention: rotate (first half, second half) of the head dim.
 
     x: [B, T, N, H], positions: [B, T]. ``scale`` divides positions (linear RoPE scaling).
+    ``fraction`` < 1 is proportional RoPE (Gemma 4's global layers): only the first
+    ``fraction * H / 2`` frequencies (the fastest) rotate, each with the timescale it has at full
+    width; the other pairs pass unrotated.
     """
     half = x.shape[-1] // 2
     timescale = base ** (2 * jnp.arange(half, dtype=jnp.float32) / x.shape[-1])  # [H/2]
     angles = positions[..., None].astype(jnp.float32) / scale / timescale  # [B, T, H/2]
+    if fraction < 1.0:
+        turning = int(fraction * x.shape[-1] // 2)  # as transformers counts them
+        angles = jnp.where(jnp.arange(half) < turning, angles, 0.0)
     sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]  # [B, T, 1, H/2]
     first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
@@ -93,20 +123,27 @@ def queries_keys_values(
     positions: Array,
     *,
     products: Products = PLAIN,
+    shared_kv: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array, Array]:
     """Normed input x [B, T, D] at ``positions`` [B, T] -> q [B, T, N, H] (QK-normed, roped, scaled),
-    k [B, T, K, H] (QK-normed, roped) and v [B, T, K, H]."""
-    n, kv, h = config.num_heads, config.num_kv_heads, config.head_dim
+    k [B, T, K, H] (QK-normed, roped) and v [B, T, K, H] (value-normed where the config says). A
+    KV-shared layer takes its keys and values as ``shared_kv`` and projects only queries."""
+    n, kv, h = config.num_heads, config.kv_heads_of(attn_type), config.head_dim_of(attn_type)
+    base, scale, fraction = config.rope_of(attn_type)
     q = to_heads(x, p["q"], n, h, products)
-    k = to_heads(x, p["k"], kv, h, products)
-    v = to_heads(x, p["v"], kv, h, products)
     if config.use_qk_norm:
-        q, k = rms_norm(q, p["query_norm"], config.norm_eps), rms_norm(k, p["key_norm"], config.norm_eps)
-    local = attn_type == AttentionType.LOCAL
-    base = config.rope_base_local if local else config.rope_base_global
-    scale = 1.0 if local else config.rope_scale_global
-    q = apply_rope(q, positions, base=base, scale=scale) * jnp.asarray(config.query_scale, x.dtype)
-    k = apply_rope(k, positions, base=base, scale=scale)
+        q = norm(config, q, p["query_norm"])
+    q = apply_rope(q, positions, base=base, scale=scale, fraction=fraction)
+    q = q * jnp.asarray(config.query_scale, x.dtype)
+    if shared_kv is not None:
+        return q, *shared_kv
+    k = to_heads(x, p["k"], kv, h, products)
+    v = k if config.values_are_keys(attn_type) else to_heads(x, p["v"], kv, h, products)
+    if config.use_qk_norm:
+        k = norm(config, k, p["key_norm"])
+    if config.use_v_norm:
+        v = rms_normalize(v, config.norm_eps)
+    k = apply_rope(k, positions, base=base, scale=scale, fraction=fraction)
     return q, k, v
 
 
@@ -119,9 +156,10 @@ def attention(
     *,
     attend: Attend,
     products: Products = PLAIN,
+    shared_kv: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Any]:
     """The attention sub-layer of normed x [B, T, D] -> ([B, T, D], what ``attend`` keeps)."""
-    q, k, v = queries_keys_values(config, attn_type, p, x, positions, products=products)
+    q, k, v = queries_keys_values(config, attn_type, p, x, positions, products=products, shared_kv=shared_kv)
     out, kept = attend(q, k, v)  # [B, T, N, H]
     return from_heads(out, p["o"], products), kept
 
@@ -134,6 +172,70 @@ def feed_forward(p: Params, x: Array, products: Products = PLAIN) -> Array:
     return products(hidden, p["down"], "BTF,FD->BTD", "down")
 
 
+def route(config: TransformerConfig, p: Params, x: Array) -> tuple[Array, Array]:
+    """The router of the mixture of experts: x [S, D] (the block's residual stream, not normed) ->
+    the chosen experts [S, k] and their weights [S, k] (f32): softmax over all experts, the top k
+    renormalised to sum to one, each times its expert's learned scale."""
+    h = rms_normalize(x, config.norm_eps) * p["router_scale"].astype(x.dtype)
+    h = h * jnp.asarray(config.embed_dim**-0.5, x.dtype)
+    scores = jnp.einsum("SD,DE->SE", h, p["router"].astype(x.dtype)).astype(jnp.float32)
+    probs = jax.nn.softmax(scores, axis=-1)  # [S, E]
+    weights, chosen = jax.lax.top_k(probs, config.experts_per_token)  # [S, k]
+    weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    return chosen, weights * p["per_expert_scale"].astype(jnp.float32)[chosen]
+
+
+def experts(config: TransformerConfig, p: Params, x: Array, chosen: Array, weights: Array) -> Array:
+    """Each token through its chosen experts' GeGLU feed-forwards, summed by the router's weights.
+    x [S, D], chosen and weights [S, k] -> [S, D]. The (token, expert) pairs are sorted by expert and
+    run as grouped products (``ragged_dot``): each expert's weights are read once, for its tokens only."""
+    s, k = chosen.shape
+    expert = chosen.reshape(s * k)
+    order = jnp.argsort(expert, stable=True)  # pairs grouped by expert
+    token = order // k
+    sizes = jnp.bincount(expert, length=config.num_experts).astype(jnp.int32)  # [E]
+    rows = x[token]  # [S*k, D]
+
+    def grouped(a: Array, w: Array) -> Array:
+        return jax.lax.ragged_dot(a, w.astype(a.dtype), sizes)
+
+    hidden = jax.nn.gelu(grouped(rows, p["experts_gate"]), approximate=True)
+    out = grouped(hidden * grouped(rows, p["experts_up"]), p["experts_down"])  # [S*k, D]
+    out = out * weights.reshape(s * k)[order][:, None].astype(out.dtype)
+    return jnp.zeros_like(x).at[token].add(out)
+
+
+def mixture_of_experts(config: TransformerConfig, p: Params, x: Array) -> Array:
+    """The MoE branch of a Gemma 4 block: routed on the residual stream x [B, T, D], run on its
+    ``pre_ffw_norm_2`` norm, post-normed -> [B, T, D]."""
+    b, t, d = x.shape
+    flat = x.reshape(b * t, d)
+    chosen, weights = route(config, p, flat)
+    out = experts(config, p, norm(config, flat, p["pre_ffw_norm_2"]), chosen, weights)
+    return norm(config, out.reshape(b, t, d), p["post_ffw_norm_2"])
+
+
+def per_layer_inputs(
+    config: TransformerConfig,
+    tokens: Array,
+    x: Array,
+    *,
+    table: Weight,
+    projection: Weight,
+    norm_scale: Array,
+    products: Products = PLAIN,
+) -> Array:
+    """Gemma 4's per-layer inputs [B, T, L, P] for ``tokens`` [B, T] and their embeddings x [B, T, D]:
+    the token's row of the per-layer table [V, L*P] (scaled by sqrt(P)) and a projection of x (scaled
+    by D^-1/2, normed), summed and scaled by 2^-1/2."""
+    b, t, d = x.shape
+    layers, width = config.num_layers, config.per_layer_input_dim
+    rows = take_rows(table, tokens, x.dtype) * jnp.asarray(math.sqrt(width), x.dtype)
+    projected = products(x, projection, "BTD,DE->BTE") * jnp.asarray(d**-0.5, x.dtype)
+    projected = norm(config, projected.reshape(b, t, layers, width), norm_scale)
+    return (projected + rows.reshape(b, t, layers, width)) * jnp.asarray(2**-0.5, x.dtype)
+
+
 def block(
     config: TransformerConfig,
     attn_type: AttentionType,
@@ -143,12 +245,26 @@ def block(
     *,
     attend: Attend,
     products: Products = PLAIN,
+    shared_kv: tuple[Array, Array] | None = None,
+    per_layer_input: Array | None = None,
 ) -> tuple[Array, Any]:
     """One decoder block: pre-norm attention and feed-forward, each with its optional post-norm and a
-    residual. x [B, T, D] -> ([B, T, D], what ``attend`` keeps)."""
-    eps = config.norm_eps
-    h = rms_norm(x, p["pre_attention_norm"], eps)
-    attn, kept = attention(config, attn_type, p, h, positions, attend=attend, products=products)
-    x = x + rms_norm(attn, p["post_attention_norm"], eps)
-    ffw = feed_forward(p, rms_norm(x, p["pre_ffw_norm"], eps), products)
-    return x + rms_norm(ffw, p["post_ffw_norm"], eps), kept
+    residual. x [B, T, D] -> ([B, T, D], what ``attend`` keeps). Gemma 4: the mixture of experts beside
+    the feed-forward, the per-layer input ``per_layer_input`` [B, T, P] through its gate, and the
+    layer's scalar; a KV-shared layer takes its keys and values as ``shared_kv``."""
+    h = norm(config, x, p["pre_attention_norm"])
+    attn, kept = attention(
+        config, attn_type, p, h, positions, attend=attend, products=products, shared_kv=shared_kv
+    )
+    x = x + norm(config, attn, p["post_attention_norm"])
+    ffw = feed_forward(p, norm(config, x, p["pre_ffw_norm"]), products)
+    if config.num_experts:
+        ffw = norm(config, ffw, p["post_ffw_norm_1"]) + mixture_of_experts(config, p, x)
+    x = x + norm(config, ffw, p["post_ffw_norm"])
+    if per_layer_input is not None:
+        gate = jax.nn.gelu(products(x, p["per_layer_gate"], "BTD,DP->BTP"), approximate=True)
+        gated = products(gate * per_layer_input, p["per_layer_projection"], "BTP,PD->BTD")
+        x = x + norm(config, gated, p["post_per_layer_norm"])
+    if config.use_layer_scalar:
+        x = x * p["layer_scalar"].astype(x.dtype)
+    return x, kept

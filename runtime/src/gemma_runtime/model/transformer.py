@@ -1,10 +1,13 @@
 """The Gemma decoder: embed, N blocks of (attention, feed-forward) with pre- and optional post-norms,
 final norm, tied output projection, optional final soft-cap. The modules hold the parameters; the math
-is ``block.py``'s, which serving shares."""
+is ``block.py``'s, which serving shares.
+
+Gemma 4 adds per-layer inputs (a second token table and a projection of the embeddings, one slice per
+layer) and KV sharing: a shared layer attends with the keys and values its source layer computed for
+the same tokens, over the source's cache (its own cache entry is an empty placeholder)."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -12,46 +15,108 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gemma_runtime.model.attention import Attention, LayerCache, attend_batch, init_layer_cache
-from gemma_runtime.model.block import block, logits
-from gemma_runtime.model.layers import Embedder, FeedForward, RMSNorm
+from gemma_runtime.model.block import block, logits, per_layer_inputs
+from gemma_runtime.model.layers import Embedder, FeedForward, MixtureOfExperts, RMSNorm, param
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
 Cache = list[LayerCache]
 
 
+KeysValues = tuple[Array, Array]  # one layer's keys and values [B, T, K, H] for this call's tokens
+_NORMS = (
+    "pre_attention_norm",
+    "post_attention_norm",
+    "pre_ffw_norm",
+    "post_ffw_norm",
+    "pre_ffw_norm_2",
+    "post_ffw_norm_1",
+    "post_ffw_norm_2",
+    "post_per_layer_norm",
+)
+
+
 class Block(nnx.Module):
     def __init__(
-        self, config: TransformerConfig, attn_type: AttentionType, *, rngs: nnx.Rngs, param_dtype: jnp.dtype
+        self,
+        config: TransformerConfig,
+        attn_type: AttentionType,
+        *,
+        rngs: nnx.Rngs,
+        param_dtype: jnp.dtype,
+        index: int = 0,
     ) -> None:
         d, eps = config.embed_dim, config.norm_eps
 
         def norm() -> RMSNorm:
-            return RMSNorm(d, eps=eps, axis="embed", param_dtype=param_dtype)
+            return RMSNorm(d, eps=eps, axis="embed", param_dtype=param_dtype, plus_one=config.norm_plus_one)
 
+        shared = config.kv_sources[index] is not None
         self.pre_attention_norm = norm()
-        self.attn = Attention(config, attn_type, rngs=rngs, param_dtype=param_dtype)
+        self.attn = Attention(config, attn_type, rngs=rngs, param_dtype=param_dtype, shared=shared)
         self.post_attention_norm = norm() if config.use_post_attn_norm else None
         self.pre_ffw_norm = norm()
-        self.mlp = FeedForward(d, config.hidden_dim, rngs=rngs, param_dtype=param_dtype)
+        self.mlp = FeedForward(d, config.hidden_dim_of(index), rngs=rngs, param_dtype=param_dtype)
         self.post_ffw_norm = norm() if config.use_post_ffw_norm else None
+        if config.num_experts:
+            self.moe = MixtureOfExperts(
+                d, config.num_experts, config.expert_hidden_dim, rngs=rngs, param_dtype=param_dtype
+            )
+            self.pre_ffw_norm_2, self.post_ffw_norm_1, self.post_ffw_norm_2 = norm(), norm(), norm()
+        if config.per_layer_input_dim:
+            p = config.per_layer_input_dim
+            self.per_layer_gate = param(rngs, (d, p), ("embed", None), param_dtype, d**-0.5)
+            self.per_layer_projection = param(rngs, (p, d), (None, "embed"), param_dtype, p**-0.5)
+            self.post_per_layer_norm = norm()
+        if config.use_layer_scalar:
+            self.layer_scalar = nnx.Param(jnp.ones((1,), param_dtype), logical_axes=(None,))
 
     def weights(self) -> dict[str, Array | None]:
-        """The block's parameters by name, as ``block.block`` reads them (None for an absent norm)."""
+        """The block's parameters by name, as ``block.block`` reads them (None for an absent one)."""
         out = {**self.attn.weights(), **self.mlp.weights()}
-        for name in ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm"):
-            norm = getattr(self, name)
+        moe = getattr(self, "moe", None)
+        if moe is not None:
+            out.update(moe.weights())
+        for name in _NORMS:
+            norm = getattr(self, name, None)
             out[name] = None if norm is None else norm.scale[...]
+        for name in ("per_layer_gate", "per_layer_projection", "layer_scalar"):
+            weight = getattr(self, name, None)
+            out[name] = None if weight is None else weight[...]
         return out
 
     def __call__(
-        self, x: Array, positions: Array, segment_ids: Array | None, cache: LayerCache | None
-    ) -> tuple[Array, LayerCache | None]:
+        self,
+        x: Array,
+        positions: Array,
+        segment_ids: Array | None,
+        cache: LayerCache | None,
+        *,
+        per_layer_input: Array | None = None,
+        shared_kv: KeysValues | None = None,
+    ) -> tuple[Array, LayerCache | None, KeysValues]:
+        """The block's output, its updated cache and the keys and values it attended with (a KV-shared
+        layer passes its source's as ``shared_kv``, and ``cache`` is then its source's cache)."""
         config, attn_type = self.attn.config, self.attn.attn_type
-        attend = functools.partial(
-            attend_batch, config, attn_type, positions=positions, segment_ids=segment_ids, cache=cache
+        seen: list[KeysValues] = []
+
+        def attend(q: Array, k: Array, v: Array) -> tuple[Array, LayerCache | None]:
+            seen.append((k, v))
+            return attend_batch(
+                config, attn_type, q, k, v, positions=positions, segment_ids=segment_ids, cache=cache
+            )
+
+        x, new_cache = block(
+            config,
+            attn_type,
+            self.weights(),
+            x,
+            positions,
+            attend=attend,
+            shared_kv=shared_kv,
+            per_layer_input=per_layer_input,
         )
-        return block(config, attn_type, self.weights(), x, positions, attend=attend)
+        return x, new_cache, seen[0]
 
 
 class Transformer(nnx.Module):
@@ -68,11 +133,30 @@ class Transformer(nnx.Module):
         self.config = config
         self.dtype = dtype
         self.embedder = Embedder(config.vocab_size, config.embed_dim, rngs=rngs, param_dtype=param_dtype)
+        if config.per_layer_input_dim:
+            d, width = config.embed_dim, config.num_layers * config.per_layer_input_dim
+            rows = config.per_layer_vocab_size or config.vocab_size
+            self.per_layer_embedding = param(rngs, (rows, width), ("vocab", None), param_dtype, 1.0)
+            self.per_layer_projection = param(rngs, (d, width), ("embed", None), param_dtype, d**-0.5)
+            self.per_layer_projection_norm = RMSNorm(
+                config.per_layer_input_dim,
+                eps=config.norm_eps,
+                axis=None,
+                param_dtype=param_dtype,
+                plus_one=config.norm_plus_one,
+            )
         self.layers = nnx.List(
-            [Block(config, t, rngs=rngs, param_dtype=param_dtype) for t in config.attention_types]
+            [
+                Block(config, t, rngs=rngs, param_dtype=param_dtype, index=i)
+                for i, t in enumerate(config.attention_types)
+            ]
         )
         self.final_norm = RMSNorm(
-            config.embed_dim, eps=config.norm_eps, axis="embed", param_dtype=param_dtype
+            config.embed_dim,
+            eps=config.norm_eps,
+            axis="embed",
+            param_dtype=param_dtype,
+            plus_one=config.norm_plus_one,
         )
         self.remat = "none"  # training sets "minimal" or "full": recompute blocks in the backward pass
 
@@ -88,14 +172,35 @@ class Transformer(nnx.Module):
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         x = self.embedder.encode(tokens, self.dtype)  # [B, T, D]
+        per_layer = None
+        if self.config.per_layer_input_dim:
+            per_layer = per_layer_inputs(
+                self.config,
+                tokens,
+                x,
+                table=self.per_layer_embedding[...],
+                projection=self.per_layer_projection[...],
+                norm_scale=self.per_layer_projection_norm.scale[...],
+            )  # [B, T, L, P]
+        sources = self.config.kv_sources
+        kept: dict[int, KeysValues] = {}  # the keys and values of the layers others reuse
         new_cache: Cache | None = [] if cache is not None else None
         for i, layer in enumerate(self.layers):
+            source = sources[i]
+            shared = None if source is None else kept[source]
+            layer_input = None if per_layer is None else per_layer[:, :, i]
             if cache is None and self.remat != "none":
-                x = _rematted(self.remat)(layer, x, positions, segment_ids)
-                continue
-            x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
-            if new_cache is not None and layer_cache is not None:
-                new_cache.append(layer_cache)
+                x, kv = _rematted(self.remat)(layer, x, positions, segment_ids, (layer_input, shared))
+            else:
+                # A shared layer attends over its source's cache as it was before this call.
+                layer_cache = None if cache is None else cache[i if source is None else source]
+                x, updated, kv = layer(
+                    x, positions, segment_ids, layer_cache, per_layer_input=layer_input, shared_kv=shared
+                )
+                if new_cache is not None and cache is not None:
+                    new_cache.append(cache[i] if source is not None or updated is None else updated)
+            if i in sources:
+                kept[i] = kv
         return self.final_norm(x), new_cache
 
     def logits(self, hidden: Array) -> Array:
@@ -113,8 +218,13 @@ class Transformer(nnx.Module):
         return self.logits(hidden), cache
 
     def init_cache(self, batch: int, max_len: int, dtype: jnp.dtype | None = None) -> Cache:
+        """A cache per layer; a KV-shared layer's is empty (it reads its source's)."""
         dtype = dtype or self.dtype
-        return [init_layer_cache(self.config, t, batch, max_len, dtype) for t in self.config.attention_types]
+        sources = self.config.kv_sources
+        return [
+            init_layer_cache(self.config, t, batch, max_len if sources[i] is None else 0, dtype)
+            for i, t in enumerate(self.config.attention_types)
+        ]
 
 
 # What the backward pass keeps of each block: "minimal" saves the matrix products' outputs (recomputing
@@ -126,7 +236,14 @@ REMAT_POLICIES = {
 
 
 def _rematted(policy: str) -> Any:
-    def run(layer: Block, x: Array, positions: Array, segment_ids: Array | None) -> Array:
-        return layer(x, positions, segment_ids, None)[0]
+    def run(
+        layer: Block,
+        x: Array,
+        positions: Array,
+        segment_ids: Array | None,
+        extras: tuple[Array | None, KeysValues | None],  # the per-layer input, the shared keys and values
+    ) -> tuple[Array, KeysValues]:
+        out, _, kv = layer(x, positions, segment_ids, None, per_layer_input=extras[0], shared_kv=extras[1])
+        return out, kv
 
     return nnx.remat(run, policy=REMAT_POLICIES[policy])

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from gemma_runtime.model import AttentionType, TransformerConfig
 from gemma_runtime.model.attention import MASK_VALUE, LayerCache, attention_mask
-from gemma_runtime.model.block import block, embed, logits, rms_norm, softcap
+from gemma_runtime.model.block import block, embed, logits, norm, softcap
 from gemma_runtime.model.matmul import Products
 from gemma_runtime.serve.weights import LayerWeights, Weights
 
@@ -74,7 +74,7 @@ def _attend_decode(
     token's ring slot held a position that has left the window, so nothing attended is lost, and the
     cache is updated in place instead of copied). q [B, 1, N, H] -> [B, 1, N, H]."""
     b, _, n, h = q.shape
-    kv = config.num_kv_heads
+    kv = cache["k"].shape[2]
     q = q.reshape(b, 1, kv, n // kv, h)  # [B, 1, K, G, H]
     logits = jnp.einsum(
         "BTKGH,BSKH->BKGTS", q, cache["k"].astype(q.dtype), preferred_element_type=jnp.float32
@@ -130,7 +130,7 @@ def _attend_chunk(
     """Chunk attention: each token over its segment's slot's cache and the segment's tokens up to
     itself, normalised together. q [C, N, H]; k, v [C, K, H] -> [C, N, H]."""
     c, n, h = q.shape
-    kv = config.num_kv_heads
+    kv = k.shape[1]
     q = q.reshape(c, kv, n // kv, h)  # [C, K, G, H]
     slots, segments, positions = step.segment_slots, step.chunk_segments, step.chunk_positions
     p = slots.shape[0]
@@ -222,6 +222,6 @@ def forward(
     b = step.decode_tokens.shape[0]
     picked = jnp.minimum(b + chunk_rows, x.shape[1] - 1)  # [R]
     rows = jnp.concatenate([x[:, :b], jnp.take(x, picked, axis=1)], axis=1)  # [1, B + R, D]
-    hidden = rms_norm(rows, weights.final_norm, config.norm_eps)
+    hidden = norm(config, rows, weights.final_norm)
     products = Products(placement.row_shards, placement.platform)
     return logits(config, weights.embedding, hidden, products)[0], new_cache
