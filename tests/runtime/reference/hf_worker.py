@@ -18,6 +18,7 @@ CLASSES = {
     "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM),
     "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
     "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
+    "gemma4_text": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM),
 }
 
 
@@ -35,6 +36,9 @@ def main() -> None:
                 param.add_(torch.randn_like(param) * 0.1)
             elif request.get("weight_std"):
                 param.normal_(0.0, request["weight_std"])
+        for name, buffer in model.named_buffers():
+            if name.endswith("layer_scalar"):  # Gemma 4's per-layer scalar: ones would hide a mapping mistake
+                buffer.copy_(1.0 + torch.rand_like(buffer))
     model.save_pretrained(request["save_dir"], safe_serialization=True)
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
