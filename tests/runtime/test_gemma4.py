@@ -104,3 +104,25 @@ def test_router_renormalises_the_top_k_and_applies_each_experts_scale() -> None:
     chosen, weights = route(config, params, x)
     assert chosen.shape == weights.shape == (5, 2)
     np.testing.assert_allclose(jnp.sum(weights / params["per_expert_scale"][chosen], axis=-1), 1.0, rtol=1e-6)
+
+
+# Published sizes, from Google's Gemma 4 model card as quoted by andysmith.ai's summary of it ("E2B: 2.3B
+# effective params, E4B: 4.5B, 31B: 30.7B", the 31B's ~550M vision encoder listed apart, e.g. by
+# reeboot.fr/en/blog/gemma-4-31b) and by vast.ai/model/gemma-4-26b-a4b-it ("25.2B total parameters but
+# only 3.8B active per token"). The E models' totals ("5.1B with embeddings", "8B") include audio and
+# vision towers of unstated exact size, and their "effective" counts have no definition that
+# reproduces both (E2B without its per-layer table: 2.280 B; E4B: 4.644 B): they are not checked here.
+PUBLISHED = {"gemma4-31b": 30.7e9, "gemma4-26b-a4b": 25.2e9}
+PUBLISHED_ACTIVE = {"gemma4-26b-a4b": 3.8e9}  # two significant figures: within half a unit of the last
+
+
+@pytest.mark.parametrize("name", [n for n in GEMMA4_PRESETS if not n.startswith("tiny")])
+def test_released_presets_count_their_parameters(name: str) -> None:
+    config = GEMMA4_PRESETS[name]
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+    count = _count(abstract)
+    assert count == config.param_count()
+    if name in PUBLISHED:
+        assert abs(count - PUBLISHED[name]) / PUBLISHED[name] < 0.005, f"{name}: {count / 1e9:.4f} B"
+    if name in PUBLISHED_ACTIVE:
+        assert abs(config.active_param_count() - PUBLISHED_ACTIVE[name]) <= 0.05e9

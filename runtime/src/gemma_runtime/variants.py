@@ -412,8 +412,74 @@ PRESETS: dict[str, TransformerConfig] = {
 
 # Gemma 4 text models. Kept apart from PRESETS until the memory model, serving and the operator's
 # variant list handle them: the model (NNX modules, block.py), the HF importer and parity cover them.
+# Shapes from the released checkpoints' config.json `text_config` (E2B, E4B: 128K context; 31B and
+# 26B A4B: 256K). No 12B: its config was not at hand.
 GEMMA4_PRESETS: dict[str, TransformerConfig] = {
-    c.name: c for c in (*(_tiny_gemma4(kind) for kind in _TINY_GEMMA4),)
+    c.name: c
+    for c in (
+        _gemma4(
+            "gemma4-e2b",
+            num_layers=35,
+            embed_dim=1536,
+            num_heads=8,
+            num_kv_heads=1,
+            head_dim=256,
+            global_head_dim=512,
+            hidden_dim=6144,
+            attention_pattern=(AttentionType.LOCAL,) * 4 + (AttentionType.GLOBAL,),
+            per_layer_input_dim=256,
+            num_kv_shared_layers=20,
+            double_wide_shared_mlp=True,
+            final_logit_softcap=30.0,
+        ),
+        _gemma4(
+            "gemma4-e4b",
+            num_layers=42,
+            embed_dim=2560,
+            num_heads=8,
+            num_kv_heads=2,
+            head_dim=256,
+            global_head_dim=512,
+            hidden_dim=10_240,
+            per_layer_input_dim=256,
+            num_kv_shared_layers=18,
+            final_logit_softcap=30.0,
+        ),
+        _gemma4(
+            "gemma4-31b",
+            num_layers=60,
+            embed_dim=5376,
+            num_heads=32,
+            num_kv_heads=16,
+            num_global_kv_heads=4,
+            attention_k_eq_v=True,
+            head_dim=256,
+            global_head_dim=512,
+            hidden_dim=21_504,
+            sliding_window=1024,
+            final_logit_softcap=30.0,
+            max_seq_len=262_144,
+        ),
+        _gemma4(
+            "gemma4-26b-a4b",
+            num_layers=30,
+            embed_dim=2816,
+            num_heads=16,
+            num_kv_heads=8,
+            num_global_kv_heads=2,
+            attention_k_eq_v=True,
+            head_dim=256,
+            global_head_dim=512,
+            hidden_dim=2112,
+            num_experts=128,
+            experts_per_token=8,
+            expert_hidden_dim=704,
+            sliding_window=1024,
+            final_logit_softcap=30.0,
+            max_seq_len=262_144,
+        ),
+        *(_tiny_gemma4(kind) for kind in _TINY_GEMMA4),
+    )
 }
 
 
