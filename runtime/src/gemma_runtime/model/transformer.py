@@ -24,16 +24,10 @@ Cache = list[LayerCache]
 
 
 KeysValues = tuple[Array, Array]  # one layer's keys and values [B, T, K, H] for this call's tokens
-_NORMS = (
-    "pre_attention_norm",
-    "post_attention_norm",
-    "pre_ffw_norm",
-    "post_ffw_norm",
-    "pre_ffw_norm_2",
-    "post_ffw_norm_1",
-    "post_ffw_norm_2",
-    "post_per_layer_norm",
-)
+_NORMS = ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")
+# Gemma 4's further parameters, named only where a block has them (serving lays out what it is given).
+_GEMMA4_NORMS = ("pre_ffw_norm_2", "post_ffw_norm_1", "post_ffw_norm_2", "post_per_layer_norm")
+_GEMMA4_WEIGHTS = ("per_layer_gate", "per_layer_projection", "layer_scalar")
 
 
 class Block(nnx.Module):
@@ -72,17 +66,21 @@ class Block(nnx.Module):
             self.layer_scalar = nnx.Param(jnp.ones((1,), param_dtype), logical_axes=(None,))
 
     def weights(self) -> dict[str, Array | None]:
-        """The block's parameters by name, as ``block.block`` reads them (None for an absent one)."""
+        """The block's parameters by name, as ``block.block`` reads them: Gemma 1-3's names always (None
+        for an absent norm or projection), Gemma 4's further ones where the block has them."""
         out = {**self.attn.weights(), **self.mlp.weights()}
         moe = getattr(self, "moe", None)
         if moe is not None:
             out.update(moe.weights())
         for name in _NORMS:
-            norm = getattr(self, name, None)
+            norm = getattr(self, name)
             out[name] = None if norm is None else norm.scale[...]
-        for name in ("per_layer_gate", "per_layer_projection", "layer_scalar"):
-            weight = getattr(self, name, None)
-            out[name] = None if weight is None else weight[...]
+        for name in _GEMMA4_NORMS:
+            if (norm := getattr(self, name, None)) is not None:
+                out[name] = norm.scale[...]
+        for name in _GEMMA4_WEIGHTS:
+            if (weight := getattr(self, name, None)) is not None:
+                out[name] = weight[...]
         return out
 
     def __call__(
