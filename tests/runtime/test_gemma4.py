@@ -126,3 +126,19 @@ def test_released_presets_count_their_parameters(name: str) -> None:
         assert abs(count - PUBLISHED[name]) / PUBLISHED[name] < 0.005, f"{name}: {count / 1e9:.4f} B"
     if name in PUBLISHED_ACTIVE:
         assert abs(config.active_param_count() - PUBLISHED_ACTIVE[name]) <= 0.05e9
+
+
+def test_both_ways_of_running_the_experts_agree() -> None:
+    """Grouped products (training, the model) and every expert over every token (the serving step,
+    which vmap maps over shards) compute the same mixture."""
+    from gemma_runtime.model.block import experts
+    from gemma_runtime.model.matmul import Products
+
+    config = tiny_config(4, "moe")
+    model = Transformer(config, rngs=nnx.Rngs(2))
+    params = model.layers[0].weights()
+    x = jax.random.normal(jax.random.key(3), (7, config.embed_dim))
+    chosen, weights = route(config, params, x)
+    grouped = experts(config, params, x, chosen, weights)
+    every = experts(config, params, x, chosen, weights, products=Products(grouped_experts=False))
+    np.testing.assert_allclose(np.asarray(every), np.asarray(grouped), rtol=1e-5, atol=1e-6)

@@ -185,10 +185,21 @@ def route(config: TransformerConfig, p: Params, x: Array) -> tuple[Array, Array]
     return chosen, weights * p["per_expert_scale"].astype(jnp.float32)[chosen]
 
 
-def experts(config: TransformerConfig, p: Params, x: Array, chosen: Array, weights: Array) -> Array:
+def experts(
+    config: TransformerConfig,
+    p: Params,
+    x: Array,
+    chosen: Array,
+    weights: Array,
+    *,
+    products: Products = PLAIN,
+) -> Array:
     """Each token through its chosen experts' GeGLU feed-forwards, summed by the router's weights.
     x [S, D], chosen and weights [S, k] -> [S, D]. The (token, expert) pairs are sorted by expert and
-    run as grouped products (``ragged_dot``): each expert's weights are read once, for its tokens only."""
+    run as grouped products (``ragged_dot``): each expert's weights are read once, for its tokens only.
+    Without ``products.grouped_experts``: every expert over every token, weighted (zero where unchosen)."""
+    if not products.grouped_experts:
+        return _every_expert(p, x, chosen, weights)
     s, k = chosen.shape
     expert = chosen.reshape(s * k)
     order = jnp.argsort(expert, stable=True)  # pairs grouped by expert
@@ -205,13 +216,33 @@ def experts(config: TransformerConfig, p: Params, x: Array, chosen: Array, weigh
     return jnp.zeros_like(x).at[token].add(out)
 
 
-def mixture_of_experts(config: TransformerConfig, p: Params, x: Array) -> Array:
+def _every_expert(p: Params, x: Array, chosen: Array, weights: Array) -> Array:
+    """:func:`experts` as a loop over experts, each over every token, weighted by the router (zero for
+    a token that did not choose it). x [S, D] -> [S, D]."""
+    s = x.shape[0]
+    e = p["experts_gate"].shape[0]
+    combine = jnp.zeros((s, e), jnp.float32).at[jnp.arange(s)[:, None], chosen].add(weights)  # [S, E]
+
+    def one(total: Array, expert: Array) -> tuple[Array, None]:
+        def weight(name: str) -> Array:
+            one_expert: Array = jax.lax.dynamic_index_in_dim(p[name], expert, keepdims=False)
+            return one_expert.astype(x.dtype)
+
+        hidden = jax.nn.gelu(x @ weight("experts_gate"), approximate=True) * (x @ weight("experts_up"))
+        share = jax.lax.dynamic_index_in_dim(combine, expert, axis=1).astype(x.dtype)  # [S, 1]
+        return total + (hidden @ weight("experts_down")) * share, None
+
+    total: Array = jax.lax.scan(one, jnp.zeros_like(x), jnp.arange(e))[0]
+    return total
+
+
+def mixture_of_experts(config: TransformerConfig, p: Params, x: Array, products: Products = PLAIN) -> Array:
     """The MoE branch of a Gemma 4 block: routed on the residual stream x [B, T, D], run on its
     ``pre_ffw_norm_2`` norm, post-normed -> [B, T, D]."""
     b, t, d = x.shape
     flat = x.reshape(b * t, d)
     chosen, weights = route(config, p, flat)
-    out = experts(config, p, norm(config, flat, p["pre_ffw_norm_2"]), chosen, weights)
+    out = experts(config, p, norm(config, flat, p["pre_ffw_norm_2"]), chosen, weights, products=products)
     return norm(config, out.reshape(b, t, d), p["post_ffw_norm_2"])
 
 
@@ -259,7 +290,7 @@ def block(
     x = x + norm(config, attn, p["post_attention_norm"])
     ffw = feed_forward(p, norm(config, x, p["pre_ffw_norm"]), products)
     if config.num_experts:
-        ffw = norm(config, ffw, p["post_ffw_norm_1"]) + mixture_of_experts(config, p, x)
+        ffw = norm(config, ffw, p["post_ffw_norm_1"]) + mixture_of_experts(config, p, x, products)
     x = x + norm(config, ffw, p["post_ffw_norm"])
     if per_layer_input is not None:
         gate = jax.nn.gelu(products(x, p["per_layer_gate"], "BTD,DP->BTP"), approximate=True)

@@ -52,10 +52,14 @@ def project(x: Array, weight: Weight, spec: str, row_shards: int = 1, platform: 
 class Products(NamedTuple):
     """How a step's products run, which only the CPU int8 product needs: ``row_shards``, how many
     shards split the first axis of a weight, by name ("o", "down", "embedding"); ``platform``, as for
-    :func:`project`. Called like :func:`project`, with the weight's name."""
+    :func:`project`. Called like :func:`project`, with the weight's name. ``grouped_experts``: run a
+    mixture of experts as grouped products (``ragged_dot``, each token through its own experts only);
+    False runs every expert over every token, weighted by the router (zero for the unchosen), which a
+    step mapped over shards with ``vmap`` needs (``ragged_dot`` has no batching rule)."""
 
     row_shards: Mapping[str, int] = types.MappingProxyType({})
     platform: str | None = None
+    grouped_experts: bool = True
 
     def __call__(self, x: Array, weight: Weight, spec: str, name: str = "") -> Array:
         return project(x, weight, spec, self.row_shards.get(name, 1), self.platform)

@@ -66,9 +66,11 @@ def buckets(max_prefill: int, smallest: int = 16) -> tuple[int, ...]:
 def kv_cache_bytes(config: TransformerConfig, slots: int, max_len: int, itemsize: int, ring: bool) -> int:
     """Bytes of keys and values for ``slots`` sequences of ``max_len`` (positions not counted); ``ring``
     False gives what a full-length cache on every layer would take."""
-    per_position = 2 * config.num_kv_heads * config.head_dim * itemsize
-    lengths = [cache_slots(config, t, max_len) if ring else max_len for t in config.attention_types]
-    return slots * per_position * sum(lengths)
+    total = 0
+    for attn_type in config.attention_types:
+        per_position = 2 * config.kv_heads_of(attn_type) * config.head_dim_of(attn_type) * itemsize
+        total += per_position * (cache_slots(config, attn_type, max_len) if ring else max_len)
+    return slots * total
 
 
 class ModelEngine:

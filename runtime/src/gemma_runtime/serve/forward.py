@@ -196,8 +196,18 @@ def _layer(
             updated = _pin_cache(_write_chunk(updated, kc, vc, step), pin)
         return jnp.concatenate(outs, axis=0)[None], updated  # [1, B + C, N, H]
 
-    products = Products(placement.row_shards, placement.platform)
+    # The engine maps the step over data shards with vmap, which grouped expert products cannot take.
+    products = Products(placement.row_shards, placement.platform, grouped_experts=False)
     return block(config, attn_type, w, x, positions, attend=attend, products=products)
+
+
+def check_servable(config: TransformerConfig) -> None:
+    """Raise ValueError for what the serving step does not run yet: Gemma 4's per-layer inputs and
+    KV sharing (the E models). The model itself (``Transformer``) runs them."""
+    if config.per_layer_input_dim or config.num_kv_shared_layers:
+        raise ValueError(
+            f"{config.name}: serving does not yet run per-layer inputs or KV-shared layers (Gemma 4 E models)"
+        )
 
 
 def forward(
@@ -213,6 +223,7 @@ def forward(
     """Logits [B + R, V] (f32): one row per decode slot, then the chunk's rows at indices ``chunk_rows``
     [R] (the engine asks for each segment's last token; a decode-only step asks for none),
     and the updated cache; ``placement`` as the engine lays the step out."""
+    check_servable(config)
     tokens = jnp.concatenate([step.decode_tokens, step.chunk_tokens])[None]  # [1, B + C]
     x = embed(weights.embedding, tokens, dtype)  # [1, B + C, D]
     new_cache = []

@@ -11,6 +11,11 @@ never splits a head.
 The KV cache is stored [data, slots / data, S, K, H] (positions [data, slots / data, S]): the leading
 shard axis over ``data`` ("batch" in the table), so each data replica holds only its own slots, and KV
 heads over ``tensor`` like the k and v projections that fill them (replicated where those are).
+
+Gemma 4: global and local layers differ in KV heads and head dim, so units are taken per layer; a layer
+has no v where keys double as values; the mixture of experts and the per-layer scalar are laid out by
+the same table (experts' hidden axis over ``tensor``, the rest replicated). Serving does not yet run
+the E models' per-layer inputs or KV sharing (``forward.py`` refuses them).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from gemma_runtime.model.matmul import Int8
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import named_sharding
-from gemma_runtime.serve.forward import Axes, Placement
+from gemma_runtime.serve.forward import Axes, Placement, check_servable
 from gemma_runtime.serve.weights import Weights
 from gemma_runtime.variants import TransformerConfig
 
@@ -42,14 +47,6 @@ _MATRICES: dict[str, tuple[Axes, str, str]] = {
     "up": (("embed", "mlp"), "embed_dim", "hidden_dim"),
     "down": (("mlp", "embed"), "hidden_dim", "embed_dim"),
 }
-_NORMS: dict[str, Axes] = {
-    "pre_attention_norm": ("embed",),
-    "post_attention_norm": ("embed",),
-    "pre_ffw_norm": ("embed",),
-    "post_ffw_norm": ("embed",),
-    "query_norm": ("head_dim",),
-    "key_norm": ("head_dim",),
-}
 
 
 def serving_mesh(data: int, tensor: int, devices: Any) -> Mesh:
@@ -59,6 +56,7 @@ def serving_mesh(data: int, tensor: int, devices: Any) -> Mesh:
 
 def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
     """Raise ValueError naming the setting when ``slots`` or ``config`` cannot be laid out on ``mesh``."""
+    check_servable(config)
     data, fsdp, tensor = (mesh.shape[a] for a in ("data", "fsdp", "tensor"))
     if fsdp != 1:
         raise ValueError(f"a serving mesh keeps fsdp at 1 (every data replica holds the model), got {fsdp}")
@@ -74,29 +72,73 @@ def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
         )
 
 
+def layer_weights(config: TransformerConfig, index: int) -> dict[str, tuple[Axes, tuple[int, ...]] | None]:
+    """(logical axes, units per axis) of each serving weight of one layer, by the names the model's
+    blocks use (``Block.weights``); None for a Gemma 1-3 name the layer has not (a norm, or Gemma 4's v
+    where keys double as values)."""
+    attn_type = config.attention_types[index]
+    d, n, kv, f = (
+        config.embed_dim,
+        config.num_heads,
+        config.kv_heads_of(attn_type),
+        config.hidden_dim_of(index),
+    )
+    own_kv = config.kv_sources[index] is None
+    qk = config.use_qk_norm
+    out: dict[str, tuple[Axes, tuple[int, ...]] | None] = {
+        "q": (("embed", "heads"), (d, n)),
+        "k": (("embed", "kv_heads"), (d, kv)) if own_kv else None,
+        "v": (("embed", "kv_heads"), (d, kv)) if own_kv and not config.values_are_keys(attn_type) else None,
+        "o": (("heads", "embed"), (n, d)),
+        "gate": (("embed", "mlp"), (d, f)),
+        "up": (("embed", "mlp"), (d, f)),
+        "down": (("mlp", "embed"), (f, d)),
+        "pre_attention_norm": (("embed",), (1,)),
+        "post_attention_norm": (("embed",), (1,)) if config.use_post_attn_norm else None,
+        "pre_ffw_norm": (("embed",), (1,)),
+        "post_ffw_norm": (("embed",), (1,)) if config.use_post_ffw_norm else None,
+        "query_norm": (("head_dim",), (1,)) if qk else None,
+        "key_norm": (("head_dim",), (1,)) if qk and own_kv else None,
+    }
+    if config.num_experts:
+        e, m = config.num_experts, config.expert_hidden_dim
+        out |= {
+            "router": (("embed", None), (d, e)),
+            "router_scale": (("embed",), (1,)),
+            "per_expert_scale": ((None,), (e,)),
+            "experts_gate": (("experts", "embed", "mlp"), (e, d, m)),
+            "experts_up": (("experts", "embed", "mlp"), (e, d, m)),
+            "experts_down": (("experts", "mlp", "embed"), (e, m, d)),
+            **dict.fromkeys(("pre_ffw_norm_2", "post_ffw_norm_1", "post_ffw_norm_2"), (("embed",), (1,))),
+        }
+    if config.per_layer_input_dim:
+        width = config.per_layer_input_dim
+        out |= {
+            "per_layer_gate": (("embed", None), (d, width)),
+            "per_layer_projection": ((None, "embed"), (width, d)),
+            "post_per_layer_norm": (("embed",), (1,)),
+        }
+    if config.use_layer_scalar:
+        out["layer_scalar"] = ((None,), (1,))
+    return out
+
+
 def weight_shardings(config: TransformerConfig, mesh: Mesh, quantization: str = "none") -> Weights:
-    """A :class:`Weights`-shaped pytree of NamedShardings (None where a layer has no such norm)."""
+    """A :class:`Weights`-shaped pytree of NamedShardings (None where a layer has no such weight)."""
     int8 = quantization == "int8"
 
-    def matrix(name: str) -> Any:
-        axes, units = _matrix(config, name)
+    def place(name: str, entry: tuple[Axes, tuple[int, ...]] | None) -> Any:
+        if entry is None:
+            return None
+        axes, units = entry
         values = named_sharding(axes, units, mesh)
-        if not int8:
+        if not int8 or name not in _MATRICES:
             return values
         return Int8._make((values, named_sharding(axes[1:], units[1:], mesh)))  # contracted on axis 0
 
-    def norm(name: str) -> NamedSharding | None:
-        present = {
-            "post_attention_norm": config.use_post_attn_norm,
-            "post_ffw_norm": config.use_post_ffw_norm,
-            "query_norm": config.use_qk_norm,
-            "key_norm": config.use_qk_norm,
-        }.get(name, True)
-        return named_sharding(_NORMS[name], (1,), mesh) if present else None
-
     layers = [
-        {**{n: matrix(n) for n in _MATRICES}, **{n: norm(n) for n in _NORMS}}
-        for _ in range(config.num_layers)
+        {name: place(name, entry) for name, entry in layer_weights(config, i).items()}
+        for i in range(config.num_layers)
     ]
     axes, units = _matrix(config, "embedding")
     table = named_sharding(axes, units, mesh)
@@ -137,11 +179,15 @@ def row_shards(config: TransformerConfig, mesh: Mesh) -> dict[str, int]:
 def cache_shardings(config: TransformerConfig, mesh: Mesh) -> list[dict[str, NamedSharding]]:
     """A sharding per layer for its keys and values [data, slots / data, S, K, H] and positions."""
     data = mesh.shape["data"]
-    kv = named_sharding(
-        ("batch", None, "sequence", "kv_heads", "head_dim"), (data, 1, 1, config.num_kv_heads, 1), mesh
-    )
     pos = named_sharding(("batch", None, "sequence"), (data, 1, 1), mesh)
-    return [{"k": kv, "v": kv, "pos": pos} for _ in config.attention_types]
+    out = []
+    for attn_type in config.attention_types:
+        kv_heads = config.kv_heads_of(attn_type)
+        kv = named_sharding(
+            ("batch", None, "sequence", "kv_heads", "head_dim"), (data, 1, 1, kv_heads, 1), mesh
+        )
+        out.append({"k": kv, "v": kv, "pos": pos})
+    return out
 
 
 def shard_rows(mesh: Mesh) -> NamedSharding:
