@@ -1,25 +1,36 @@
 """Serving Gemma 4: the engine under the scheduler gives every request exactly the greedy tokens of
-decoding it alone through the model's own cache, for the dense kind (global layers with their own head
-dim and one KV head, keys doubling as values) and the mixture-of-experts kind (f32, prompts longer than
-the sliding window and than a chunk, pieces of several prompts packed into one step). The E models'
-per-layer inputs and KV sharing are not served yet: the engine refuses them by name."""
+decoding it alone through the model's own cache, for each kind: dense (global layers with their own head
+dim and one KV head, keys doubling as values), E-style (per-layer inputs; the last layers attend with
+earlier layers' keys and values over their caches, and keep none of their own) and mixture of experts
+(f32, prompts longer than the sliding window and than a chunk, pieces of several prompts packed into
+one step). Serving's loader places a checkpoint's tensors exactly as the loaded model's weights extract
+(bf16 and int8 too)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gemma_runtime.checkpoint import load_model, store
 from gemma_runtime.model import tiny_config
 from gemma_runtime.serve.engine import ModelEngine, kv_cache_bytes
+from gemma_runtime.serve.layout import serving_mesh
+from gemma_runtime.serve.load import load_weights
 from gemma_runtime.serve.sampling import SamplingParams
 from gemma_runtime.serve.scheduler import Request, Scheduler
+from gemma_runtime.serve.weights import extract
 from gemma_runtime.variants import AttentionType
 from tests.runtime.serve.helpers import Collect, reference_greedy, varied_model
+from tests.runtime.serve.test_load_sharded import assert_same
 
 MAX_LEN = 64
 
 
-@pytest.mark.parametrize("kind", ["dense", "moe"])
+@pytest.mark.parametrize("kind", ["dense", "e", "moe"])
 def test_continuous_batching_is_token_exact(kind: str) -> None:
     model = varied_model(tiny_config(4, kind), seed=4)
     engine = ModelEngine.from_model(model, slots=3, max_len=MAX_LEN, max_prefill=16, max_segments=3)
@@ -49,7 +60,22 @@ def test_kv_cache_bytes_count_each_layer_types_shape() -> None:
     assert kv_cache_bytes(config, slots=1, max_len=64, itemsize=4, ring=True) == 4 * local + 2 * global_
 
 
-def test_the_e_models_are_refused_by_name() -> None:
-    model = varied_model(tiny_config(4, "e"))
-    with pytest.raises(ValueError, match="per-layer inputs or KV-shared layers"):
-        ModelEngine.from_model(model, slots=2, max_len=MAX_LEN, max_prefill=16)
+def test_kv_shared_layers_keep_no_cache() -> None:
+    config = tiny_config(4, "e")  # layers 4 and 5 reuse layers 3 and 2
+    engine = ModelEngine.from_model(varied_model(config), slots=2, max_len=MAX_LEN, max_prefill=16)
+    assert [layer["k"].shape[2] for layer in engine.cache] == [8, 8, MAX_LEN, 8, 0, 0]
+    own = kv_cache_bytes(config, slots=1, max_len=64, itemsize=4, ring=True)
+    assert own == 3 * (2 * 2 * 16 * 4 * 8) + 2 * 2 * 32 * 4 * 64  # layers 0, 1, 3 local; layer 2 global
+
+
+@pytest.mark.parametrize("kind", ["dense", "e", "moe"])
+@pytest.mark.parametrize(("dtype", "quantization"), [("float32", "none"), ("bfloat16", "int8")])
+def test_loaded_weights_equal_the_loaded_model_extracted(
+    kind: str, dtype: str, quantization: str, tmp_path: Path
+) -> None:
+    store.save(varied_model(tiny_config(4, kind), seed=5), tmp_path / "ours")
+    mesh = serving_mesh(1, 1, jax.devices()[:1])
+    config, weights = load_weights(tmp_path / "ours", dtype=dtype, quantization=quantization, mesh=mesh)
+    model = load_model(tmp_path / "ours", param_dtype=jnp.dtype(dtype), dtype=jnp.dtype(dtype))
+    assert config == model.config
+    assert_same(weights, extract(model, quantization))

@@ -67,7 +67,9 @@ def kv_cache_bytes(config: TransformerConfig, slots: int, max_len: int, itemsize
     """Bytes of keys and values for ``slots`` sequences of ``max_len`` (positions not counted); ``ring``
     False gives what a full-length cache on every layer would take."""
     total = 0
-    for attn_type in config.attention_types:
+    for attn_type, source in zip(config.attention_types, config.kv_sources, strict=True):
+        if source is not None:  # a KV-shared layer reads its source's cache
+            continue
         per_position = 2 * config.kv_heads_of(attn_type) * config.head_dim_of(attn_type) * itemsize
         total += per_position * (cache_slots(config, attn_type, max_len) if ring else max_len)
     return slots * total
@@ -153,9 +155,12 @@ class ModelEngine:
 
     def _empty_cache(self) -> list[LayerCache]:
         """Every layer's cache with the leading [data] axis: [data, slots / data, S, K, H]."""
+        sources = self.config.kv_sources  # a KV-shared layer's cache is empty: it reads its source's
         empty = [
-            init_layer_cache(self.config, t, self.slots, self.max_len, self.dtype)
-            for t in self.config.attention_types
+            init_layer_cache(
+                self.config, t, self.slots, self.max_len if sources[i] is None else 0, self.dtype
+            )
+            for i, t in enumerate(self.config.attention_types)
         ]
         by_shard: list[LayerCache] = jax.tree.map(
             lambda a: a.reshape(self.shards, self.local, *a.shape[1:]), empty

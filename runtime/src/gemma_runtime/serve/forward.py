@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from gemma_runtime.model import AttentionType, TransformerConfig
 from gemma_runtime.model.attention import MASK_VALUE, LayerCache, attention_mask
-from gemma_runtime.model.block import block, embed, logits, norm, softcap
+from gemma_runtime.model.block import block, embed, logits, norm, per_layer_inputs, softcap
 from gemma_runtime.model.matmul import Products
 from gemma_runtime.serve.weights import LayerWeights, Weights
 
@@ -163,6 +163,12 @@ def _pin_cache(cache: LayerCache, pin: Callable[[Array, Axes], Array]) -> LayerC
     return {"k": pin(cache["k"], kv), "v": pin(cache["v"], kv), "pos": pin(cache["pos"], (None, "sequence"))}
 
 
+# What a KV-shared layer reuses of its source layer (Gemma 4 E models): the source's keys and values
+# of this step's rows [1, B + C, K, H], and its cache with the decode rows written (the chunk's not yet:
+# the chunk attends over the cache and its own keys, as the source did).
+SharedKV = tuple[Array, Array, LayerCache]
+
+
 def _layer(
     config: TransformerConfig,
     attn_type: AttentionType,
@@ -172,12 +178,17 @@ def _layer(
     *,
     step: StepTokens,
     placement: Placement,
-) -> tuple[Array, LayerCache]:
-    """x: [1, B + C, D], decode rows first. Returns the layer's output and its updated cache: the
-    model's block (``model/block.py``) around this step's attention over the cache."""
+    per_layer_input: Array | None = None,
+    shared: SharedKV | None = None,
+) -> tuple[Array, LayerCache, SharedKV]:
+    """x: [1, B + C, D], decode rows first. Returns the layer's output, its updated cache and what a
+    KV-shared layer would reuse of it: the model's block (``model/block.py``) around this step's
+    attention over the cache. A KV-shared layer (``shared``) attends with its source's keys and values
+    over its source's cache, and writes nothing (its own cache is empty)."""
     b = step.decode_tokens.shape[0]
     positions = jnp.concatenate([step.decode_positions, step.chunk_positions])[None]  # [1, B + C]
     window = config.sliding_window if attn_type == AttentionType.LOCAL else None
+    seen: list[SharedKV] = []
 
     def attend(q: Array, k: Array, v: Array) -> tuple[Array, LayerCache]:
         """q [1, B + C, N, H], k and v [1, B + C, K, H] -> [1, B + C, N, H] and the updated cache."""
@@ -186,28 +197,35 @@ def _layer(
         kv_axes = (None, None, "kv_heads", "head_dim")
         qd = q[0, :b, None]  # [B, 1, N, H]
         kd, vd = pin(k[0, :b, None], kv_axes), pin(v[0, :b, None], kv_axes)  # [B, 1, K, H]
-        updated = _pin_cache(_write_rows(cache, kd, vd, step.decode_positions), pin)
+        if shared is None:
+            updated = _pin_cache(_write_rows(cache, kd, vd, step.decode_positions), pin)
+        else:
+            updated = shared[2]
+        seen.append((k, v, updated))
         outs = [_attend_decode(config, qd, updated, positions=step.decode_positions, window=window)[:, 0]]
         if step.chunk_tokens.shape[0]:
             # Chunk slots are not decoding, so their rows are as before. A chunk may be longer than a
             # ring: it attends first and is written after.
             qc, kc, vc = q[0, b:], pin(k[0, b:], kv_axes[1:]), pin(v[0, b:], kv_axes[1:])  # [C, *, H]
             outs.append(_attend_chunk(config, qc, kc, vc, updated, step=step, window=window))  # [C, N, H]
-            updated = _pin_cache(_write_chunk(updated, kc, vc, step), pin)
-        return jnp.concatenate(outs, axis=0)[None], updated  # [1, B + C, N, H]
+            if shared is None:
+                updated = _pin_cache(_write_chunk(updated, kc, vc, step), pin)
+        return jnp.concatenate(outs, axis=0)[None], cache if shared is not None else updated
 
     # The engine maps the step over data shards with vmap, which grouped expert products cannot take.
     products = Products(placement.row_shards, placement.platform, grouped_experts=False)
-    return block(config, attn_type, w, x, positions, attend=attend, products=products)
-
-
-def check_servable(config: TransformerConfig) -> None:
-    """Raise ValueError for what the serving step does not run yet: Gemma 4's per-layer inputs and
-    KV sharing (the E models). The model itself (``Transformer``) runs them."""
-    if config.per_layer_input_dim or config.num_kv_shared_layers:
-        raise ValueError(
-            f"{config.name}: serving does not yet run per-layer inputs or KV-shared layers (Gemma 4 E models)"
-        )
+    out, new_cache = block(
+        config,
+        attn_type,
+        w,
+        x,
+        positions,
+        attend=attend,
+        products=products,
+        shared_kv=None if shared is None else shared[:2],
+        per_layer_input=per_layer_input,
+    )
+    return out, new_cache, seen[0]
 
 
 def forward(
@@ -223,16 +241,42 @@ def forward(
     """Logits [B + R, V] (f32): one row per decode slot, then the chunk's rows at indices ``chunk_rows``
     [R] (the engine asks for each segment's last token; a decode-only step asks for none),
     and the updated cache; ``placement`` as the engine lays the step out."""
-    check_servable(config)
     tokens = jnp.concatenate([step.decode_tokens, step.chunk_tokens])[None]  # [1, B + C]
     x = embed(weights.embedding, tokens, dtype)  # [1, B + C, D]
+    products = Products(placement.row_shards, placement.platform)
+    per_layer = None
+    if weights.per_layer is not None:  # Gemma 4 E models: [1, B + C, L, P]
+        per_layer = per_layer_inputs(
+            config,
+            tokens,
+            x,
+            table=weights.per_layer["table"],
+            projection=weights.per_layer["projection"],
+            norm_scale=weights.per_layer["norm"],
+            products=products,
+        )
+    sources = config.kv_sources
+    kept: dict[int, SharedKV] = {}  # what KV-shared layers reuse, by source layer
     new_cache = []
-    for attn_type, w, layer_cache in zip(config.attention_types, weights.layers, cache, strict=True):
-        x, updated = _layer(config, attn_type, w, x, layer_cache, step=step, placement=placement)
+    layers = zip(config.attention_types, weights.layers, cache, strict=True)
+    for i, (attn_type, w, layer_cache) in enumerate(layers):
+        source = sources[i]
+        x, updated, reused = _layer(
+            config,
+            attn_type,
+            w,
+            x,
+            layer_cache,
+            step=step,
+            placement=placement,
+            per_layer_input=None if per_layer is None else per_layer[:, :, i],
+            shared=None if source is None else kept[source],
+        )
+        if i in sources:
+            kept[i] = reused
         new_cache.append(updated)
     b = step.decode_tokens.shape[0]
     picked = jnp.minimum(b + chunk_rows, x.shape[1] - 1)  # [R]
     rows = jnp.concatenate([x[:, :b], jnp.take(x, picked, axis=1)], axis=1)  # [1, B + R, D]
     hidden = norm(config, rows, weights.final_norm)
-    products = Products(placement.row_shards, placement.platform)
     return logits(config, weights.embedding, hidden, products)[0], new_cache

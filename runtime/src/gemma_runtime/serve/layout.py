@@ -14,8 +14,8 @@ heads over ``tensor`` like the k and v projections that fill them (replicated wh
 
 Gemma 4: global and local layers differ in KV heads and head dim, so units are taken per layer; a layer
 has no v where keys double as values; the mixture of experts and the per-layer scalar are laid out by
-the same table (experts' hidden axis over ``tensor``, the rest replicated). Serving does not yet run
-the E models' per-layer inputs or KV sharing (``forward.py`` refuses them).
+the same table (experts' hidden axis over ``tensor``, the rest replicated), and so are the E models'
+per-layer input table and projection (``Weights.per_layer``). A KV-shared layer's cache is empty.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from gemma_runtime.model.matmul import Int8
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import named_sharding
-from gemma_runtime.serve.forward import Axes, Placement, check_servable
+from gemma_runtime.serve.forward import Axes, Placement
 from gemma_runtime.serve.weights import Weights
 from gemma_runtime.variants import TransformerConfig
 
@@ -56,7 +56,6 @@ def serving_mesh(data: int, tensor: int, devices: Any) -> Mesh:
 
 def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
     """Raise ValueError naming the setting when ``slots`` or ``config`` cannot be laid out on ``mesh``."""
-    check_servable(config)
     data, fsdp, tensor = (mesh.shape[a] for a in ("data", "fsdp", "tensor"))
     if fsdp != 1:
         raise ValueError(f"a serving mesh keeps fsdp at 1 (every data replica holds the model), got {fsdp}")
@@ -143,7 +142,16 @@ def weight_shardings(config: TransformerConfig, mesh: Mesh, quantization: str = 
     axes, units = _matrix(config, "embedding")
     table = named_sharding(axes, units, mesh)
     embedding = Int8._make((table, named_sharding(axes[:1], units[:1], mesh))) if int8 else table
-    return Weights._make((embedding, layers, named_sharding(("embed",), (1,), mesh)))
+    per_layer = None
+    if config.per_layer_input_dim:
+        width = config.num_layers * config.per_layer_input_dim
+        rows = config.per_layer_vocab_size or config.vocab_size
+        per_layer = {
+            "table": named_sharding(("vocab", None), (rows, width), mesh),
+            "projection": named_sharding(("embed", None), (config.embed_dim, width), mesh),
+            "norm": named_sharding((None,), (1,), mesh),
+        }
+    return Weights._make((embedding, layers, named_sharding(("embed",), (1,), mesh), per_layer))
 
 
 def _matrix(config: TransformerConfig, name: str) -> tuple[Axes, tuple[int, int]]:

@@ -34,10 +34,9 @@ from gemma_runtime.checkpoint.params import (
 from gemma_runtime.model import Transformer, TransformerConfig
 from gemma_runtime.model.matmul import Int8, Weight
 from gemma_runtime.parallel.sharding import place
-from gemma_runtime.serve.layout import weight_shardings
+from gemma_runtime.serve.layout import layer_weights, weight_shardings
 from gemma_runtime.serve.weights import (
     MATRICES,
-    NORMS,
     HostWeight,
     LayerWeights,
     Weights,
@@ -49,6 +48,14 @@ from gemma_runtime.serve.weights import (
 log = logging.getLogger(__name__)
 
 _LAYER = re.compile(r"layers\.(\d+)\.(?:attn\.|mlp\.)?(\w+?)(?:\.scale)?")
+_EXPERTS = re.compile(r"layers\.(\d+)\.moe\.(\w+)")  # Gemma 4's experts and router
+_EXPERT_KEYS = {"gate": "experts_gate", "up": "experts_up", "down": "experts_down"}
+# Gemma 4 E models' per-layer input weights, by our name: their key in ``Weights.per_layer``
+_PER_LAYER = {
+    "per_layer_embedding": "table",
+    "per_layer_projection": "projection",
+    "per_layer_projection_norm.scale": "norm",
+}
 
 
 def load_weights(
@@ -94,6 +101,10 @@ def _slot(name: str) -> tuple[int | None, str]:
         return None, "embedding"
     if name == "final_norm.scale":
         return None, "final_norm"
+    if name in _PER_LAYER:
+        return None, _PER_LAYER[name]
+    if experts := _EXPERTS.fullmatch(name):
+        return int(experts[1]), _EXPERT_KEYS.get(experts[2], experts[2])
     match = _LAYER.fullmatch(name)
     assert match, name  # every name was checked against the model's parameters
     return int(match[1]), match[2]
@@ -118,8 +129,9 @@ def _place_all(
 ) -> Weights:
     shardings = weight_shardings(config, mesh, quantization)
     shapes = {name: tuple(var.shape) for name, var in variables(abstract_model(config)).items()}
-    layers: list[LayerWeights] = [dict.fromkeys((*MATRICES, *NORMS)) for _ in range(config.num_layers)]
+    layers: list[LayerWeights] = [dict.fromkeys(layer_weights(config, i)) for i in range(config.num_layers)]
     top: dict[str, Any] = {}  # the embedding and the final norm
+    per_layer: dict[str, Any] = {}  # Gemma 4 E models' per-layer input weights
     filled: set[str] = set()
     progress = Progress(len(shapes), source)
     for name, array, source_name in tensors:
@@ -130,7 +142,10 @@ def _place_all(
         # The dtype first: int8 quantizes the values a model in that dtype holds, as extract does.
         form = host_serving_form(kind, array.astype(dtype, copy=False), quantization)
         del array  # hold no more than the stream does
-        if layer is None:
+        if layer is None and name in _PER_LAYER:
+            assert shardings.per_layer is not None  # the name was checked against the model's parameters
+            per_layer[key] = _place(form, shardings.per_layer[key])
+        elif layer is None:
             top[key] = _place(form, shardings.embedding if key == "embedding" else shardings.final_norm)
         else:
             layers[layer][key] = _place(form, shardings.layers[layer][key])
@@ -141,7 +156,7 @@ def _place_all(
             on_tensor(name)
     check_complete(shapes, filled, source)
     progress.done()
-    return Weights(top["embedding"], layers, top["final_norm"])
+    return Weights(top["embedding"], layers, top["final_norm"], per_layer or None)
 
 
 def random_weights(

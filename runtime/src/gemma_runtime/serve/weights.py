@@ -30,6 +30,8 @@ class Weights(NamedTuple):
     embedding: Weight  # [V, D]
     layers: list[LayerWeights]
     final_norm: Array  # [D]
+    # Gemma 4 E models' per-layer inputs: "table" [V, L*P], "projection" [D, L*P], "norm" [P]
+    per_layer: dict[str, Array] | None = None
 
 
 # The quantization formula, written once for jax.numpy (``quantize``, traceable) and numpy
@@ -143,7 +145,14 @@ def extract(model: Transformer, quantization: str = "none") -> Weights:
 
     layers = [{name: form(name, value) for name, value in block.weights().items()} for block in model.layers]
     embedding = serving_form("embedding", model.embedder.input_embedding[...], quantization)
-    return Weights(embedding, layers, model.final_norm.scale[...])
+    per_layer = None
+    if model.config.per_layer_input_dim:
+        per_layer = {
+            "table": model.per_layer_embedding[...],
+            "projection": model.per_layer_projection[...],
+            "norm": model.per_layer_projection_norm.scale[...],
+        }
+    return Weights(embedding, layers, model.final_norm.scale[...], per_layer)
 
 
 def weight_bytes(weights: Weights) -> int:
