@@ -3,11 +3,16 @@ decoding it alone through the model's own cache, for each kind: dense (global la
 dim and one KV head, keys doubling as values), E-style (per-layer inputs; the last layers attend with
 earlier layers' keys and values over their caches, and keep none of their own) and mixture of experts
 (f32, prompts longer than the sliding window and than a chunk, pieces of several prompts packed into
-one step). Serving's loader places a checkpoint's tensors exactly as the loaded model's weights extract
-(bf16 and int8 too)."""
+one step), on one device and on a data 2 x tensor 2 mesh of simulated CPU devices (in a subprocess:
+``gemma4_sharded_case.py``). Serving's loader places a checkpoint's tensors exactly as the loaded
+model's weights extract (bf16 and int8 too)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -28,6 +33,7 @@ from tests.runtime.serve.helpers import Collect, reference_greedy, varied_model
 from tests.runtime.serve.test_load_sharded import assert_same
 
 MAX_LEN = 64
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("kind", ["dense", "e", "moe"])
@@ -79,3 +85,19 @@ def test_loaded_weights_equal_the_loaded_model_extracted(
     model = load_model(tmp_path / "ours", param_dtype=jnp.dtype(dtype), dtype=jnp.dtype(dtype))
     assert config == model.config
     assert_same(weights, extract(model, quantization))
+
+
+def test_a_sharded_engine_serves_the_single_device_tokens() -> None:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.runtime.serve.gemma4_sharded_case"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=900,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-5000:]
+    for kind, found in json.loads(out.stdout.strip().splitlines()[-1]).items():
+        assert found["tokens"] == found["reference"], kind

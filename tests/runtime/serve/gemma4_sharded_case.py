@@ -1,0 +1,32 @@
+"""The 4-device half of test_gemma4_serving.py's sharded test, run in a subprocess with 4 simulated CPU
+devices (``python -m tests.runtime.serve.gemma4_sharded_case``; prints one JSON document): for each tiny
+Gemma 4 kind, the greedy tokens of one seeded workload through the scheduler on a data 2 x tensor 2
+engine, next to those of the single-device engine on the same weights."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+
+from gemma_runtime.model import tiny_config
+from gemma_runtime.serve.engine import ModelEngine
+from gemma_runtime.serve.layout import serving_mesh
+from tests.runtime.serve.helpers import varied_model
+from tests.runtime.serve.sharded_cases import MAX_LEN, MAX_PREFILL, MAX_SEGMENTS, SLOTS, serve, workload
+
+
+def main() -> None:
+    out = {}
+    limits = {"slots": SLOTS, "max_len": MAX_LEN, "max_prefill": MAX_PREFILL, "max_segments": MAX_SEGMENTS}
+    for kind in ("dense", "e", "moe"):
+        model = varied_model(tiny_config(4, kind), seed=7)
+        reference = serve(ModelEngine.from_model(model, **limits), workload(7))
+        mesh = serving_mesh(2, 2, jax.devices()[:4])
+        tokens = serve(ModelEngine.from_model(model, mesh=mesh, **limits), workload(7))
+        out[kind] = {"tokens": tokens, "reference": reference}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
