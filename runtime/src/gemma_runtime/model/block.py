@@ -41,8 +41,9 @@ def rms_norm(x: Array, scale: Array | None, eps: float, plus_one: bool = True) -
     whatever the dtype; no scale: x as it is (a norm the config has not)."""
     if scale is None:
         return x
+    normed = _normalized(x, eps)  # before the scale's conversion: Gemma 1-3's programs stay as they were
     factor = scale.astype(jnp.float32)
-    return (_normalized(x, eps) * (1.0 + factor if plus_one else factor)).astype(x.dtype)
+    return (normed * (1.0 + factor if plus_one else factor)).astype(x.dtype)
 
 
 def _normalized(x: Array, eps: float) -> Array:
@@ -130,20 +131,24 @@ def queries_keys_values(
     KV-shared layer takes its keys and values as ``shared_kv`` and projects only queries."""
     n, kv, h = config.num_heads, config.kv_heads_of(attn_type), config.head_dim_of(attn_type)
     base, scale, fraction = config.rope_of(attn_type)
+    # In Gemma 1-3's order (q, k, v projections, then the norms, then RoPE), so that their compiled
+    # programs are unchanged by Gemma 4's additions.
     q = to_heads(x, p["q"], n, h, products)
+    if shared_kv is None:
+        k = to_heads(x, p["k"], kv, h, products)
+        v = k if config.values_are_keys(attn_type) else to_heads(x, p["v"], kv, h, products)
+    else:
+        k, v = shared_kv
     if config.use_qk_norm:
         q = norm(config, q, p["query_norm"])
+        if shared_kv is None:
+            k = norm(config, k, p["key_norm"])
+    if config.use_v_norm and shared_kv is None:
+        v = rms_normalize(v, config.norm_eps)
     q = apply_rope(q, positions, base=base, scale=scale, fraction=fraction)
     q = q * jnp.asarray(config.query_scale, x.dtype)
-    if shared_kv is not None:
-        return q, *shared_kv
-    k = to_heads(x, p["k"], kv, h, products)
-    v = k if config.values_are_keys(attn_type) else to_heads(x, p["v"], kv, h, products)
-    if config.use_qk_norm:
-        k = norm(config, k, p["key_norm"])
-    if config.use_v_norm:
-        v = rms_normalize(v, config.norm_eps)
-    k = apply_rope(k, positions, base=base, scale=scale, fraction=fraction)
+    if shared_kv is None:
+        k = apply_rope(k, positions, base=base, scale=scale, fraction=fraction)
     return q, k, v
 
 
