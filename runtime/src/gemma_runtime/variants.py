@@ -233,6 +233,9 @@ def _gemma4(name: str, **shape: Any) -> TransformerConfig:
     shape.setdefault("max_seq_len", 131_072)
     shape.setdefault("vocab_size", 262_144)
     shape.setdefault("attention_pattern", _GEMMA3_PATTERN)
+    shape.setdefault("head_dim", 256)
+    shape.setdefault("global_head_dim", 512)
+    shape.setdefault("final_logit_softcap", 30.0)
     return TransformerConfig(
         name=name,
         generation=4,
@@ -423,14 +426,11 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
             embed_dim=1536,
             num_heads=8,
             num_kv_heads=1,
-            head_dim=256,
-            global_head_dim=512,
             hidden_dim=6144,
             attention_pattern=(AttentionType.LOCAL,) * 4 + (AttentionType.GLOBAL,),
             per_layer_input_dim=256,
             num_kv_shared_layers=20,
             double_wide_shared_mlp=True,
-            final_logit_softcap=30.0,
         ),
         _gemma4(
             "gemma4-e4b",
@@ -438,12 +438,9 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
             embed_dim=2560,
             num_heads=8,
             num_kv_heads=2,
-            head_dim=256,
-            global_head_dim=512,
             hidden_dim=10_240,
             per_layer_input_dim=256,
             num_kv_shared_layers=18,
-            final_logit_softcap=30.0,
         ),
         _gemma4(
             "gemma4-31b",
@@ -453,11 +450,8 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
             num_kv_heads=16,
             num_global_kv_heads=4,
             attention_k_eq_v=True,
-            head_dim=256,
-            global_head_dim=512,
             hidden_dim=21_504,
             sliding_window=1024,
-            final_logit_softcap=30.0,
             max_seq_len=262_144,
         ),
         _gemma4(
@@ -468,14 +462,11 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
             num_kv_heads=8,
             num_global_kv_heads=2,
             attention_k_eq_v=True,
-            head_dim=256,
-            global_head_dim=512,
             hidden_dim=2112,
             num_experts=128,
             experts_per_token=8,
             expert_hidden_dim=704,
             sliding_window=1024,
-            final_logit_softcap=30.0,
             max_seq_len=262_144,
         ),
         *(_tiny_gemma4(kind) for kind in _TINY_GEMMA4),
