@@ -6,7 +6,6 @@ transformers' generate. Sequences are longer than the sliding window."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from gemma_runtime.checkpoint import Format, detect, load_model
 from gemma_runtime.checkpoint.hf import read_config
 from gemma_runtime.model import AttentionType, Transformer
-from tests.runtime.reference.venvs import ReferenceUnavailableError
+from tests.runtime.reference.venvs import ReferenceUnavailableError, require_reference
 
 COMMON = {
     "vocab_size": 256,
@@ -68,12 +67,6 @@ PROMPT = TOKENS[0][:10]
 NEW_TOKENS = 12
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("GEMMA_REQUIRE_REFERENCES") == "1":
-        pytest.fail(f"GEMMA_REQUIRE_REFERENCES=1 but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", params=list(CASES))
 def reference(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -97,7 +90,7 @@ def reference(
             workdir,
         )
     except ReferenceUnavailableError as err:
-        _require(f"Hugging Face reference unavailable: {err}")
+        require_reference(f"Hugging Face reference unavailable: {err}")
     return name, workdir / "checkpoint", out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from safetensors.numpy import load_file, save_file
 from gemma_runtime.checkpoint import Format, detect, load_model
 from gemma_runtime.checkpoint.hf import read_config
 from gemma_runtime.model import AttentionType, Transformer
-from tests.runtime.reference.venvs import ReferenceUnavailableError
+from tests.runtime.reference.venvs import ReferenceUnavailableError, require_reference
 
 COMMON: dict[str, Any] = {
     "vocab_size": 256,
@@ -70,12 +69,6 @@ PROMPT = TOKENS[0][:10]
 NEW_TOKENS = 12
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("GEMMA_REQUIRE_REFERENCES") == "1":
-        pytest.fail(f"GEMMA_REQUIRE_REFERENCES=1 but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", params=list(CASES))
 def reference(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -98,7 +91,7 @@ def reference(
             workdir,
         )
     except ReferenceUnavailableError as err:
-        _require(f"Hugging Face reference unavailable: {err}")
+        require_reference(f"Hugging Face reference unavailable: {err}")
     return name, workdir / "checkpoint", out
 
 

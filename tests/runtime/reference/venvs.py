@@ -20,11 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 HERE = Path(__file__).parent
 MARKER = ".install-complete"
 PYTHON_VERSION = (3, 11)  # the pins were frozen there: wheels are per Python version
 INSTALL_TIMEOUT_S = 3600.0
+
+
+def require_reference(reason: str) -> None:
+    """Skip a test whose reference cannot run, or fail it where ``GEMMA_REQUIRE_REFERENCES=1`` (CI)."""
+    if os.environ.get("GEMMA_REQUIRE_REFERENCES") == "1":
+        pytest.fail(f"GEMMA_REQUIRE_REFERENCES=1 but {reason}")
+    pytest.skip(reason)
 
 
 class ReferenceUnavailableError(RuntimeError):
