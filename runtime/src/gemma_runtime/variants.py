@@ -413,8 +413,8 @@ PRESETS: dict[str, TransformerConfig] = {
 }
 
 
-# Gemma 4 text models. Kept apart from PRESETS until the memory model, serving and the operator's
-# variant list handle them: the model (NNX modules, block.py), the HF importer and parity cover them.
+# Gemma 4 text models. Kept apart from PRESETS until the memory model and the operator's variant list
+# handle them: the model (NNX modules, block.py), the HF importer, serving and parity cover them.
 # Shapes from the released checkpoints' config.json `text_config` (E2B, E4B: 128K context; 31B and
 # 26B A4B: 256K). No 12B: its config was not at hand.
 GEMMA4_PRESETS: dict[str, TransformerConfig] = {
