@@ -10,6 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+TPU_WORKERS ?= 1
 BENCH_SERVE_ARGS ?=
 
 ##@ General
@@ -27,7 +28,7 @@ $(STAMP): operator/pyproject.toml runtime/pyproject.toml requirements-dev.txt co
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		-e './operator[test]' -e './runtime[test]' -r requirements-dev.txt
+		-e './operator[test]' -e './runtime[test,tpu-plan]' -r requirements-dev.txt
 	@touch $@
 
 .PHONY: install
@@ -61,6 +62,10 @@ test-unit: $(STAMP) ## Run only the tests that need no control plane.
 manifests: $(STAMP) ## Generate crds/, the chart's crds/ and README table, manifests/install.yaml and argocd/.
 	$(VENV)/bin/gemma-operator crds --output-dir crds
 	$(PY) -m tests.unit.packaging.generate
+
+.PHONY: tpu-figures
+tpu-figures: $(STAMP) ## Compile the README table's stale cells for their TPU hosts (libtpu) into tests/tpu/serving-figures.json (TPU_WORKERS=2).
+	$(PY) -m tests.tpu.generate --workers $(TPU_WORKERS)
 
 .PHONY: verify
 verify: manifests ## Regenerate everything generated and fail if git sees a difference.

@@ -2,7 +2,8 @@
 
 Tiers: ``unit`` (tests/unit, tests/contract), ``runtime`` (tests/runtime: JAX on CPU, parity against
 reference implementations in their own cached venvs), ``cluster`` (tests/cluster: the real control plane),
-``e2e`` (tests/e2e: kind, needs Docker), ``gpu`` (tests/gpu: opt-in with ``--gpu``).
+``e2e`` (tests/e2e: kind, needs Docker), ``tpu`` (tests/tpu: our steps compiled for TPU slices by XLA's
+TPU compiler, libtpu, on the CPU), ``gpu`` (tests/gpu: opt-in with ``--gpu``).
 ``GEMMA_REQUIRE_TIERS=unit,cluster`` (set by CI) fails the run when a named tier selected no test. A
 session with cluster tests first finds or builds the Go parts they need (tests/cluster/harness/parts.py).
 """
@@ -16,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
-TIER_FOLDERS = {"runtime": "runtime", "cluster": "cluster", "e2e": "e2e", "gpu": "gpu"}
+TIER_FOLDERS = {"runtime": "runtime", "cluster": "cluster", "e2e": "e2e", "tpu": "tpu", "gpu": "gpu"}
 TESTS_ROOT = Path(__file__).parent
+
+# The test environment has libtpu (for the tpu tier's compiler): without a platform named, every JAX
+# process here would first try to start a TPU backend (and print libtpu's warnings). Tests that need
+# another platform, or none, set JAX_PLATFORMS themselves.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -36,6 +36,7 @@ RUN = {
     "gemma-runtime serve --variant tiny": "tests/runtime/test_readme.py",
     "curl -s localhost:8000/v1/completions": "tests/runtime/test_readme.py",
     "gemma-runtime train --variant tiny": "tests/runtime/test_readme.py",
+    "gemma-runtime plan --variant gemma2-9b": "tests/tpu/test_readme.py",
     "make test": ".ci/run",
     "make demo": ".ci/run",
 }

@@ -37,6 +37,11 @@ class TpuGeneration:
     hbm_gib: int  # per chip
     peak_bf16_tflops: float  # per chip
     slices: tuple[TpuSlice, ...]
+    hbm_gb_per_s: float  # HBM bandwidth per chip, published
+    # The most bytes one program may use per chip, as XLA's TPU compiler decides (libtpu 0.0.42.1, found by
+    # compiling ever larger programs for the topology, `gemma-runtime plan`): past it, compiling fails
+    # with RESOURCE_EXHAUSTED. v6e keeps 0.75 GiB of its 32 for itself, v5e and v5p 0.25 GiB.
+    usable_hbm_bytes: int
 
     @property
     def topologies(self) -> list[str]:
@@ -64,6 +69,8 @@ TPUS: Final[dict[str, TpuGeneration]] = {
         16,
         197.0,
         _lite_slices("ct5lp", {1: "hightpu-1t", 4: "hightpu-4t", 8: "hightpu-8t"}),
+        hbm_gb_per_s=819.0,
+        usable_hbm_bytes=16_909_293_568,  # 15.75 GiB
     ),
     "v5p": TpuGeneration(
         "v5p",
@@ -74,6 +81,8 @@ TPUS: Final[dict[str, TpuGeneration]] = {
             TpuSlice(t, 4, "ct5p-hightpu-4t")
             for t in ("2x2x1", "2x2x2", "2x2x4", "2x4x4", "4x4x4", "4x4x8", "4x8x8", "8x8x8")
         ),
+        hbm_gb_per_s=2765.0,
+        usable_hbm_bytes=102_803_379_200,  # 95.74 GiB
     ),
     "v6e": TpuGeneration(
         "v6e",
@@ -81,6 +90,8 @@ TPUS: Final[dict[str, TpuGeneration]] = {
         32,
         918.0,
         _lite_slices("ct6e", {1: "standard-1t", 4: "standard-4t", 8: "standard-8t"}),
+        hbm_gb_per_s=1640.0,
+        usable_hbm_bytes=33_550_186_496,  # 31.25 GiB
     ),
 }
 

@@ -48,6 +48,12 @@ def _train(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from gemma_runtime.plan import command
+
+    return command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gemma-runtime",
@@ -96,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_command.add_arguments(train)
     train.set_defaults(func=_train)
+    from gemma_runtime.plan import command as plan_command  # JAX-free until a plan starts
+
+    plan = commands.add_parser(
+        "plan",
+        help="compile the serving or training step for a TPU slice: memory per chip, fit, FLOPs",
+        description=plan_command.DESCRIPTION,
+    )
+    plan_command.add_arguments(plan)
+    plan.set_defaults(func=_plan)
     return parser
 
 

@@ -10,10 +10,18 @@ them, everything else replicated; every weight replicated over ``data``) and the
 per entry; KV heads over ``tensor``, slots over ``data``). The tests check it against the arrays the
 engine places on 8 simulated devices.
 
-Workspace is an estimate, stated here: the activations of the largest engine step (the decode rows plus a
-full prefill chunk, its attention scores over the longest cache, and the logits and sampling over the
-whole vocabulary), plus what XLA keeps for itself (the TPU compiler reports 15.75 of a v5e chip's 16 GiB
-usable: 0.25 GiB per chip).
+A TPU chip's usable bytes are what XLA's TPU compiler lets one program use (the accelerator table: v5e
+15.75 GiB, v6e 31.25 GiB, v5p 95.74 GiB); a GPU keeps 0.25 GiB of its memory for XLA.
+
+Workspace is the temporaries of the engine's larger extreme step (decode only, or decode plus a full
+prefill chunk), modelled on XLA:TPU's compiled steps (``gemma-runtime plan``; libtpu 0.0.42.1, whose
+buffer assignment shows where they go): per layer, an activation-sized buffer and the chunk's attention
+mask over the layer's cache (the scheduler computes them ahead); three f32 copies of one layer's chunk
+attention scores; the sampling, which gathers each row's logits over the whole vocabulary and sorts them
+(16 bytes per row, rounded up to 8 rows, per vocabulary entry); and 0.125 GiB of small buffers. Over 16
+compiled steps of 8 layouts it was 0.1 GiB under to 0.4 GiB over the compiler's temporaries; the tests
+hold it within 10 % of the compiler's bytes per chip over the README's table, with the same answer on
+whether it fits (``tests/unit/runtime/test_memory_compiler.py``).
 
 A training's state (what its checkpoints save) mirrors ``train/step.py`` and ``train/setup.py``: the
 trainable parameters in float32 (master weights, whatever the compute precision), AdamW's first and second
@@ -31,7 +39,8 @@ from gemma_runtime import accelerators
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 GiB = 1 << 30
-XLA_RESERVE_BYTES = GiB // 4
+XLA_RESERVE_BYTES = GiB // 4  # kept from a GPU's memory for XLA (a TPU's usable bytes are the compiler's)
+XLA_SMALL_BUFFERS = GiB // 8  # a step's temporaries beyond the modelled ones (indices, constants, scalars)
 MAX_AUTO_SLOTS = 256  # an unset batch size grows to at most this: each step's time grows with the batch
 
 Dtype = Literal["bfloat16", "float32"]
@@ -65,8 +74,8 @@ def host_chips(
         if topology is None:
             raise PlanError(f"accelerator {type}: a TPU needs a topology, e.g. 2x4")
         tpu = accelerators.tpu_slice(type, topology, chips_per_host)
-        hbm = accelerators.TPUS[type].hbm_gib * GiB
-        return Chips(f"{type} {topology}", tpu.chips_per_host, hbm)
+        usable = accelerators.TPUS[type].usable_hbm_bytes  # the compiler's limit: nothing more to reserve
+        return Chips(f"{type} {topology}", tpu.chips_per_host, usable, reserved_bytes=0)
     if type in accelerators.GPUS:
         gpus = count or 1
         accelerators.gpu_machine(type, gpus)
@@ -125,6 +134,22 @@ def kv_bytes_per_slot(config: TransformerConfig, max_len: int, dtype: Dtype, ten
     return per_entry * sum(cache_lengths(config, max_len))
 
 
+def _step_workspace(
+    config: TransformerConfig, *, item: int, heads: int, slots: int, max_len: int, chunk: int
+) -> int:
+    """Temporaries of one engine step with ``chunk`` prompt tokens (0: decode only); see the module
+    docstring for where each term comes from."""
+    rows = slots + chunk
+    # Per layer: an activation-sized buffer and the chunk's attention mask over the layer's cache.
+    layers = sum(
+        item * rows * config.embed_dim + chunk * (length + chunk) // 2
+        for length in cache_lengths(config, max_len)
+    )
+    scores = 3 * chunk * heads * (max_len + chunk) * 4  # three f32 copies of one layer's chunk scores
+    sampled = -(-(slots + (chunk > 0)) // 8) * 8 * config.vocab_size * 16  # [rows to 8, vocabulary] x 16 B
+    return layers + scores + sampled
+
+
 def workspace_bytes(
     config: TransformerConfig,
     dtype: Dtype,
@@ -134,17 +159,15 @@ def workspace_bytes(
     max_len: int,
     max_prefill: int,
 ) -> int:
-    """Activations of the largest step (see the module docstring), plus XLA's reserve."""
+    """Temporaries of the larger of the engine's two extreme steps, decode only and a full prefill chunk
+    (see the module docstring), plus XLA's small buffers."""
     item = _ITEMSIZE[dtype]
-    rows = slots_per_chip + max_prefill
     heads = config.num_heads // _split(config.num_heads, tensor)
-    hidden = config.hidden_dim // _split(config.hidden_dim, tensor)
-    residual = rows * config.embed_dim * 4 * 4  # the residual stream and its norms, in f32
-    ffw = rows * hidden * item * 3  # gate, up and their product
-    qkv = rows * (heads + 2 * config.num_kv_heads) * config.head_dim * item * 2
-    scores = max_prefill * heads * (max_len + max_prefill) * 4 * 2  # logits and probabilities, f32
-    logits = (slots_per_chip + 1) * config.vocab_size * 4 * 4  # logits, log-softmax, sorted, sampled
-    return residual + ffw + qkv + scores + logits + XLA_RESERVE_BYTES
+    steps = (
+        _step_workspace(config, item=item, heads=heads, slots=slots_per_chip, max_len=max_len, chunk=chunk)
+        for chunk in (0, max_prefill)
+    )
+    return max(steps) + XLA_SMALL_BUFFERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +334,23 @@ def plan_serving(
     if not fitting:
         raise PlanError(_no_fit(work, meshes, slots))
     return min(fitting, key=lambda p: (p.total_bytes, p.mesh.tensor))
+
+
+def serving_bytes(
+    config: TransformerConfig,
+    *,
+    dtype: Dtype,
+    quantization: str = "none",
+    chips: Chips,
+    max_len: int,
+    max_prefill: int,
+    slots: int,
+    mesh: Mesh,
+) -> ServingPlan:
+    """The bytes per chip of one given layout, whether it fits or not (``gemma-runtime plan`` sets them
+    beside the compiler's)."""
+    max_len = min(max_len, config.max_seq_len)
+    return _Workload(config, dtype, quantization, chips, max_len, min(max_prefill, max_len)).plan(mesh, slots)
 
 
 def _no_fit(work: _Workload, meshes: list[Mesh], slots: int | None) -> str:

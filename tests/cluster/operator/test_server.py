@@ -425,7 +425,7 @@ def test_a_model_that_cannot_fit_is_failed_and_an_unset_batch_gets_what_fits(
         "spec.serving.maxBatchSize 32",
         "spec.serving.maxSequenceLength 8192",
         "weights 12.68 GiB",
-        "at most 3 slots fit at 8192 tokens",
+        "at most 2 slots fit at 8192 tokens",  # XLA's TPU compiler: 3 need 15.76 of 15.75 GiB
     ):
         assert words in ready["message"]
     assert "plan" not in obj["status"]
@@ -446,18 +446,18 @@ def test_a_model_that_cannot_fit_is_failed_and_an_unset_batch_gets_what_fits(
         current = status.get("observedGeneration") == obj["metadata"]["generation"]
         return plan if current and plan and (slots is None or plan["maxBatchSize"] == slots) else None
 
-    plan = wait_for(lambda: planned(3), 60, "the plan of the largest batch that fits 2x2")
+    plan = wait_for(lambda: planned(2), 60, "the plan of the largest batch that fits 2x2")
     assert plan["mesh"] == "1x4"
     config = _get(crds, namespace, "configmap", "big-config")
     assert config is not None
-    assert "max_batch_size: 3\n" in config["data"]["runtime.yaml"]
+    assert "max_batch_size: 2\n" in config["data"]["runtime.yaml"]
 
     wider = json.dumps({"spec": {"accelerator": {"topology": "2x4"}}})
     crds.kubectl("-n", namespace, "patch", "gemmaserver", "big", "--type=merge", "-p", wider)
     obj = _phase(crds, namespace, "big", "Ready", timeout=90)
     plan = obj["status"]["plan"]
     assert plan["mesh"] == "1x8"
-    assert plan["maxBatchSize"] > 3
+    assert plan["maxBatchSize"] > 2
     assert plan["weightBytesPerChip"] + plan["kvCacheBytesPerChip"] <= plan["usableBytesPerChip"]
     runtime = _get(crds, namespace, "configmap", "big-config")["data"]["runtime.yaml"]
     assert f"max_batch_size: {plan['maxBatchSize']}\n" in runtime

@@ -100,7 +100,7 @@ def collectives(engine: ModelEngine) -> list[tuple[str, int]]:
 
 def compiled(engine: ModelEngine) -> dict[str, int]:
     return {
-        "step": int(engine._step._cache_size()),  # type: ignore[attr-defined]
+        "step": int(engine._step._cache_size()),
         "reset": int(engine._reset._cache_size()),  # type: ignore[attr-defined]
     }
 

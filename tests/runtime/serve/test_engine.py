@@ -20,7 +20,7 @@ MAX_LEN = 64
 
 def _compiled(engine: ModelEngine) -> int:
     """How many shapes the engine's step has been compiled for."""
-    return int(engine._step._cache_size())  # type: ignore[attr-defined]
+    return int(engine._step._cache_size())
 
 
 @pytest.mark.parametrize("segments", [1, 3])

@@ -8,6 +8,7 @@ from gemma_runtime.memory import MAX_AUTO_SLOTS, GiB, PlanError, host_chips, pla
 from gemma_runtime.variants import preset
 
 START, END = "<!-- fits:start -->", "<!-- fits:end -->"
+COMPILED_START, COMPILED_END = "<!-- fits-compiled:start -->", "<!-- fits-compiled:end -->"
 VARIANTS = [
     "gemma3-1b", "gemma-2b", "gemma2-2b", "gemma3-4b", "gemma-7b", "gemma2-9b", "gemma3-12b",
     "gemma2-27b", "gemma3-27b",
@@ -49,7 +50,40 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def compiled_table() -> str:
+    """Per chip, the memory model's bytes beside XLA's TPU compiler's for the cells it checks
+    (``tests/tpu/cells.py``; committed figures, ``make tpu-figures``)."""
+    from tests.tpu import cells
+
+    figures = cells.load()["cells"]
+    header = ["model", "host", "bf16: batch (mesh)", "memory model", "compiler"]
+    header += ["int8: batch (mesh)", "memory model", "compiler"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for variant in VARIANTS:
+        for tpu, topology in cells.HOSTS:
+            row = [f"`{variant}`", f"{tpu} `{topology}`"]
+            for quantization in cells.QUANTIZATIONS:
+                cell = cells.Cell(variant, tpu, topology, quantization)
+                plan, record = cell.plan(), figures.get(cell.key)
+                batch = f"{plan.slots} ({plan.mesh})" if plan.fits else f"none ({plan.slots} needs)"
+                compiled = "-" if record is None else _gib(record["total_bytes"], record["fits"])
+                row += [batch, _gib(plan.total_bytes, plan.fits), compiled]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _gib(value: int, fits: bool) -> str:
+    return f"{value / GiB:.2f} GiB" + ("" if fits else " (does not fit)")
+
+
+def _replace(readme: str, start: str, end: str, body: str) -> str:
+    before, rest = readme.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}\n{body}\n{end}{after}"
+
+
 def readme_with_table(readme: str) -> str:
-    before, rest = readme.split(START, 1)
-    _, after = rest.split(END, 1)
-    return f"{before}{START}\n{table()}\n{END}{after}"
+    readme = _replace(readme, START, END, table())
+    if COMPILED_START in readme:
+        readme = _replace(readme, COMPILED_START, COMPILED_END, compiled_table())
+    return readme

@@ -96,16 +96,17 @@ def test_gemma2_9b_on_one_v5e_chip_fails_with_the_numbers_and_what_would_fit() -
 def test_gemma2_27b_on_v5e_2x2_says_what_fits_and_an_unset_batch_gets_it() -> None:
     chips = host_chips("v5e", "2x2")
     config = preset("gemma2-27b")
-    with pytest.raises(PlanError, match="at most 3 slots fit at 8192 tokens on mesh 1x4") as err:
+    # XLA's TPU compiler agrees (gemma-runtime plan): 2 slots fit, 3 need 15.76 of 15.75 GiB per chip.
+    with pytest.raises(PlanError, match="at most 2 slots fit at 8192 tokens on mesh 1x4") as err:
         plan_serving(config, dtype="bfloat16", chips=chips, max_len=8192, max_prefill=1024, slots=32)
     assert "32 slots fit with a maximum sequence length of about" in str(err.value)
     auto = plan_serving(config, dtype="bfloat16", chips=chips, max_len=8192, max_prefill=1024)
-    assert (auto.slots, auto.mesh, auto.fits) == (3, Mesh(1, 4), True)
+    assert (auto.slots, auto.mesh, auto.fits) == (2, Mesh(1, 4), True)
     wider = plan_serving(
         config, dtype="bfloat16", chips=host_chips("v5e", "2x4"), max_len=8192, max_prefill=1024
     )
     assert wider.fits
-    assert wider.slots > 3
+    assert wider.slots > 2
     assert wider.total_bytes <= 15.75 * GiB
 
 

@@ -112,24 +112,10 @@ class ModelEngine:
         self.weights: Weights = jax.device_put(weights, placed)  # a no-op when already laid out
         caches = cache_shardings(config, mesh)
         self.cache: list[LayerCache] = jax.jit(self._empty_cache, out_shardings=caches)()
-        rows = shard_rows(mesh)
-        tokens = StepTokens._make([rows] * len(StepTokens._fields))
-        step = functools.partial(
-            _step,
-            config=config,
-            dtype=self.dtype,
-            placement=placement(config, mesh),
-            mesh=mesh,
-        )
-        self._step = jax.jit(
-            step,
-            in_shardings=(placed, caches, tokens, rows, (rows,) * 5),
-            out_shardings=((rows,) * 4, caches),
-            donate_argnums=(1,),
-        )
+        self._step = jit_step(config, mesh, self.dtype, quantization)
         self._reset = jax.jit(
             functools.partial(_reset_row),  # its own function: jit shares one function's cache across engines
-            in_shardings=(caches, rows),
+            in_shardings=(caches, shard_rows(mesh)),
             out_shardings=caches,
             donate_argnums=(0,),
         )
@@ -154,18 +140,7 @@ class ModelEngine:
         return cls(model.config, weights, dtype=model.dtype, mesh=mesh, **limits)
 
     def _empty_cache(self) -> list[LayerCache]:
-        """Every layer's cache with the leading [data] axis: [data, slots / data, S, K, H]."""
-        sources = self.config.kv_sources  # a KV-shared layer's cache is empty: it reads its source's
-        empty = [
-            init_layer_cache(
-                self.config, t, self.slots, self.max_len if sources[i] is None else 0, self.dtype
-            )
-            for i, t in enumerate(self.config.attention_types)
-        ]
-        by_shard: list[LayerCache] = jax.tree.map(
-            lambda a: a.reshape(self.shards, self.local, *a.shape[1:]), empty
-        )
-        return by_shard
+        return empty_cache(self.config, self.slots, self.shards, self.max_len, self.dtype)
 
     def kv_bytes(self, *, ring: bool = True) -> int:
         """Keys and values of every slot, over all devices."""
@@ -252,6 +227,56 @@ class ModelEngine:
             self.insert(slot)
         self.warm_up_seconds = time.monotonic() - started
         return self.warm_up_seconds
+
+
+def empty_cache(
+    config: TransformerConfig, slots: int, shards: int, max_len: int, dtype: DTypeLike
+) -> list[LayerCache]:
+    """Every layer's cache with the leading [data] axis: [data, slots / data, S, K, H]."""
+    sources = config.kv_sources  # a KV-shared layer's cache is empty: it reads its source's
+    empty = [
+        init_layer_cache(config, t, slots, max_len if sources[i] is None else 0, jnp.dtype(dtype))
+        for i, t in enumerate(config.attention_types)
+    ]
+    by_shard: list[LayerCache] = jax.tree.map(
+        lambda a: a.reshape(shards, slots // shards, *a.shape[1:]), empty
+    )
+    return by_shard
+
+
+def jit_step(config: TransformerConfig, mesh: Mesh, dtype: DTypeLike, quantization: str = "none") -> Any:
+    """The engine's step jitted for ``mesh``: weights and cache in their shardings (the cache donated),
+    per-step inputs and outputs [data, ...] by data shard. ``gemma_runtime.plan`` compiles this same
+    function for TPU slices."""
+    rows = shard_rows(mesh)
+    caches = cache_shardings(config, mesh)
+    tokens = StepTokens._make([rows] * len(StepTokens._fields))
+    step = functools.partial(
+        _step, config=config, dtype=jnp.dtype(dtype), placement=placement(config, mesh), mesh=mesh
+    )
+    return jax.jit(
+        step,
+        in_shardings=(weight_shardings(config, mesh, quantization), caches, tokens, rows, (rows,) * 5),
+        out_shardings=((rows,) * 4, caches),
+        donate_argnums=(1,),
+    )
+
+
+def step_inputs(mesh: Mesh, slots: int, chunk: int, segments: int) -> tuple[Any, Any, Any]:
+    """Shapes, dtypes and shardings of a step's (tokens, chunk rows, sampling) as ``ModelEngine.step``
+    passes them: ``chunk`` tokens of prompt (a bucket, 0 for decode only) in ``segments`` pieces (0 for
+    decode only) per data shard."""
+    rows = shard_rows(mesh)
+    data = mesh.shape["data"]
+
+    def shaped(width: int, dtype: DTypeLike) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((data, width), jnp.dtype(dtype), sharding=rows)
+
+    local = slots // data
+    widths = (local, local, chunk, chunk, chunk, segments)  # StepTokens' fields, all int32
+    tokens = StepTokens._make(shaped(width, jnp.int32) for width in widths)
+    sampling = tuple(shaped(local, d) for d in (jnp.float32, jnp.int32, jnp.float32, jnp.uint32, jnp.int32))
+    return tokens, shaped(segments, jnp.int32), sampling
 
 
 def _per_shard(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -4,7 +4,7 @@ its shardings), and global batches built shard by shard."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,21 +64,44 @@ def tokenizer_for(config: TrainConfig) -> Tokenizer:
     raise TrainError("model.tokenizer: no tokenizer.model beside the checkpoint; give its path")
 
 
-def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transformer], Any, TransformerConfig]:
-    """The graph and the f32 master parameters, created (or loaded) straight into their shardings."""
-    compute = jax.numpy.bfloat16 if config.training.precision == "bf16" else jax.numpy.float32
-    if config.model.checkpoint:
-        return _imported(config, mesh, compute)
-    shape = preset(config.model.variant)
+def _compute_dtype(config: TrainConfig) -> Any:
+    return jax.numpy.bfloat16 if config.training.precision == "bf16" else jax.numpy.float32
+
+
+def _factory(config: TrainConfig, shape: TransformerConfig) -> Callable[[], Any]:
+    """A function making the randomly initialised model, split into its graph and f32 parameters."""
 
     def create() -> Any:
-        m = Transformer(shape, rngs=nnx.Rngs(config.training.seed), dtype=compute)
+        m = Transformer(shape, rngs=nnx.Rngs(config.training.seed), dtype=_compute_dtype(config))
         m.remat = config.training.remat
         return nnx.split(m, nnx.Param)
 
+    return create
+
+
+def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transformer], Any, TransformerConfig]:
+    """The graph and the f32 master parameters, created (or loaded) straight into their shardings."""
+    if config.model.checkpoint:
+        return _imported(config, mesh, _compute_dtype(config))
+    shape = preset(config.model.variant)
+    create = _factory(config, shape)
     graphdef, abstract = nnx.eval_shape(create)
     params = jax.jit(lambda: create()[1], out_shardings=param_shardings(abstract, mesh))()
     return graphdef, params, shape
+
+
+def abstract_params(
+    config: TrainConfig, shape: TransformerConfig, mesh: Mesh
+) -> tuple[nnx.GraphDef[Transformer], Any]:
+    """:func:`build_model`'s graph and parameters as shapes with their shardings, no memory behind them."""
+    graphdef, abstract = nnx.eval_shape(_factory(config, shape))
+    params = jax.tree.map(
+        lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+        abstract,
+        param_shardings(abstract, mesh),
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+    return graphdef, params
 
 
 def _imported(

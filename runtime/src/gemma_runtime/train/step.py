@@ -113,21 +113,43 @@ class Trainer:
         return new, metrics
 
 
-def init_state(trainer: Trainer, trainable: Any, mesh: Mesh) -> State:
-    """Step 0 and a fresh optimizer state: moments sharded like the parameters they mirror, counters
-    replicated over the mesh (created in place on every process)."""
+def state_shardings(trainer: Trainer, trainable: Any, mesh: Mesh) -> State:
+    """The state's layout: moments sharded like the parameters they mirror, counters replicated."""
     replicated = NamedSharding(mesh, PartitionSpec())
     abstract = jax.eval_shape(trainer.tx.init, trainable)
-    shardings = optax.tree_map_params(
+    opt = optax.tree_map_params(
         trainer.tx,
         lambda _, s: s,
         abstract,
         shardings_of(trainable),
         transform_non_params=lambda _: replicated,
     )
-    opt = jax.jit(trainer.tx.init, out_shardings=shardings)(trainable)
-    step = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)()
+    return {"step": replicated, "trainable": shardings_of(trainable), "opt": opt}
+
+
+def init_state(trainer: Trainer, trainable: Any, mesh: Mesh) -> State:
+    """Step 0 and a fresh optimizer state, laid out by :func:`state_shardings` (created in place on
+    every process)."""
+    shardings = state_shardings(trainer, trainable, mesh)
+    opt = jax.jit(trainer.tx.init, out_shardings=shardings["opt"])(trainable)
+    step = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=shardings["step"])()
     return {"step": step, "trainable": trainable, "opt": opt}
+
+
+def abstract_state(trainer: Trainer, trainable: Any, mesh: Mesh) -> State:
+    """:func:`init_state`'s shapes, dtypes and shardings, with no memory behind them, for ``trainable``
+    given the same way (``jax.ShapeDtypeStruct`` with shardings): what ``gemma-runtime plan`` compiles
+    the step against."""
+    shapes = {
+        "step": jax.ShapeDtypeStruct((), jnp.int32),
+        "trainable": trainable,
+        "opt": jax.eval_shape(trainer.tx.init, trainable),
+    }
+    return jax.tree.map(  # type: ignore[no-any-return]
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        shapes,
+        state_shardings(trainer, trainable, mesh),
+    )
 
 
 def shardings_of(tree: Any) -> Any:

@@ -1,0 +1,103 @@
+"""What XLA reports about one compiled program, per chip: the bytes of its arguments, outputs and
+temporaries (and the donated bytes that outputs reuse), its FLOPs and bytes accessed, and the cost
+model's time. A program that does not fit fails to compile; its figures are then the compiler's message.
+
+Two traps (shared/reference/tpu-aot.md): the cost model's ``optimal_seconds`` comes back negative on large
+programs, so it is kept only where positive and always labelled as XLA's estimate; and ``flops`` counts a
+loop body once (our layers are unrolled, so the count is whole).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+# The two forms of XLA:TPU's out-of-memory message: "... required for HLO temporaries (19.53G) exceeds
+# available HBM (15.75G)" and "... Used 31.25G of 31.25G hbm. Exceeded hbm capacity by 72.0K".
+_EXCEEDS = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT])\)|Used ([\d.]+)([KMGT]) of")
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """One compiled program's figures, per chip."""
+
+    name: str
+    argument_bytes: int = 0
+    output_bytes: int = 0
+    alias_bytes: int = 0  # outputs written into donated arguments (the KV cache, the training state)
+    temp_bytes: int = 0
+    flops: float = 0.0
+    bytes_accessed: float = 0.0
+    optimal_seconds: float | None = None  # XLA:TPU cost-model estimate, only where positive
+    compile_seconds: float = 0.0
+    error: str | None = None  # the compiler's message when the program does not fit
+
+    @property
+    def fits(self) -> bool:
+        return self.error is None
+
+    @property
+    def total_bytes(self) -> int:
+        """What the program holds at its peak: arguments, outputs not written in place, temporaries; from
+        the compiler's message when it did not fit. XLA's memory analysis counts the chip's on-chip scratch
+        (VMEM, up to 128 MiB) among the temporaries, so a program that compiled can show a little more than
+        the usable HBM: whether it fits is whether it compiled."""
+        if self.error is not None:
+            return required_bytes(self.error) or 0
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "total_bytes": self.total_bytes, "fits": self.fits}
+
+
+def required_bytes(message: str) -> int | None:
+    """The bytes an out-of-memory message says the program needs (e.g. "(19.53G)"), else None."""
+    match = _EXCEEDS.search(message)
+    if match is None:
+        return None
+    value, unit = (match[1], match[2]) if match[1] else (match[3], match[4])
+    return int(float(value) * _UNITS[unit])
+
+
+def compile_one(name: str, lowered: Any) -> Program:
+    """Compile ``lowered`` and read its figures."""
+    started = time.monotonic()
+    try:
+        compiled = lowered.compile()
+    except Exception as err:  # JaxRuntimeError; its type is not public API
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        return Program(name, compile_seconds=time.monotonic() - started, error=str(err).splitlines()[0])
+    seconds = time.monotonic() - started
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis() or {}
+    if isinstance(cost, list):  # older jax: one dict per computation
+        cost = cost[0] if cost else {}
+    optimal = float(cost.get("optimal_seconds", -1.0))
+    return Program(
+        name,
+        argument_bytes=int(memory.argument_size_in_bytes),
+        output_bytes=int(memory.output_size_in_bytes),
+        alias_bytes=int(memory.alias_size_in_bytes),
+        temp_bytes=int(memory.temp_size_in_bytes),
+        flops=float(cost.get("flops", 0.0)),
+        bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+        optimal_seconds=optimal if optimal > 0 else None,
+        compile_seconds=seconds,
+    )
+
+
+def compile_all(programs: Sequence[tuple[str, Any]], workers: int | None = None) -> list[Program]:
+    """Compile lowered programs side by side (XLA compiles one program on one core, outside Python's
+    lock), in their order."""
+    workers = max(1, min(len(programs), workers or os.cpu_count() or 1))
+    if workers == 1:
+        return [compile_one(name, lowered) for name, lowered in programs]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda p: compile_one(*p), programs))
