@@ -32,6 +32,10 @@ FIGURES = Path(__file__).with_name("serving-figures.json")
 HOSTS = [("v5e", "2x2"), ("v5e", "2x4"), ("v6e", "2x4"), ("v5p", "2x2x1")]
 QUANTIZATIONS = ["none", "int8"]
 TOLERANCE = 0.10  # the memory model's bytes per chip against the compiler's
+# ... or this many bytes, where the total is small: XLA's temporaries for the same program differ by more
+# than that between chip generations (gemma2-2b's largest-chunk step on one 2x4 layout: 0.87 GiB of
+# temporaries on v5e, 1.46 GiB on v6e), which a model of the program cannot follow.
+TOLERANCE_BYTES = 0.6 * (1 << 30)
 STEPS = (0, PREFILL)  # the engine's two extreme programs: decode only, and the largest chunk
 
 

@@ -52,7 +52,8 @@ def table() -> str:
 
 def compiled_table() -> str:
     """Per chip, the memory model's bytes beside XLA's TPU compiler's for the cells it checks
-    (``tests/tpu/cells.py``; committed figures, ``make tpu-figures``)."""
+    (``tests/tpu/cells.py``; committed figures, ``make tpu-figures``): "not compiled" where the figures are
+    of another batch or mesh than the model plans."""
     from tests.tpu import cells
 
     figures = cells.load()["cells"]
@@ -66,7 +67,11 @@ def compiled_table() -> str:
                 cell = cells.Cell(variant, tpu, topology, quantization)
                 plan, record = cell.plan(), figures.get(cell.key)
                 batch = f"{plan.slots} ({plan.mesh})" if plan.fits else f"none ({plan.slots} needs)"
-                compiled = "-" if record is None else _gib(record["total_bytes"], record["fits"])
+                current = record is not None and (record["mesh"], record["slots"]) == (
+                    str(plan.mesh),
+                    plan.slots,
+                )
+                compiled = _gib(record["total_bytes"], record["fits"]) if current else "not compiled"
                 row += [batch, _gib(plan.total_bytes, plan.fits), compiled]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -78,7 +78,7 @@ def test_gemma2_9b_on_one_v5e_chip_fails_with_the_numbers_and_what_would_fit() -
         )
     message = str(err.value)
     assert "weights 17.21 GiB" in message
-    assert "15.75 GiB usable" in message
+    assert "15.43 GiB usable of 15.75 GiB" in message  # the compiler's limit less the model's 2 % margin
     assert "the weights alone need at least 2 chips" in message
     # int8 halves the weights (8.6 GiB), which leaves room for a few 4096-token slots on the chip.
     int8 = plan_serving(
