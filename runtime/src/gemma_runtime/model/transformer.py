@@ -17,6 +17,7 @@ from flax import nnx
 from gemma_runtime.model.attention import Attention, LayerCache, attend_batch, init_layer_cache
 from gemma_runtime.model.block import block, logits, per_layer_inputs
 from gemma_runtime.model.layers import Embedder, FeedForward, MixtureOfExperts, RMSNorm, param
+from gemma_runtime.parallel.sharding import constrain
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
@@ -24,6 +25,9 @@ Cache = list[LayerCache]
 
 
 KeysValues = tuple[Array, Array]  # one layer's keys and values [B, T, K, H] for this call's tokens
+# The residual stream and the logits, split by batch over the mesh a training step is traced for.
+ACTIVATIONS = ("batch", "sequence", None)
+LOGITS = ("batch", "sequence", "vocab")
 _NORMS = ("pre_attention_norm", "post_attention_norm", "pre_ffw_norm", "post_ffw_norm")
 # Gemma 4's further parameters, named only where a block has them (serving lays out what it is given).
 _GEMMA4_NORMS = ("pre_ffw_norm_2", "post_ffw_norm_1", "post_ffw_norm_2", "post_per_layer_norm")
@@ -169,7 +173,7 @@ class Transformer(nnx.Module):
         """The final-normed hidden states [B, T, D] (before the output projection)."""
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        x = self.embedder.encode(tokens, self.dtype)  # [B, T, D]
+        x = constrain(self.embedder.encode(tokens, self.dtype), ACTIVATIONS)  # [B, T, D]
         per_layer = None
         if self.config.per_layer_input_dim:
             per_layer = per_layer_inputs(
@@ -197,12 +201,13 @@ class Transformer(nnx.Module):
                 )
                 if new_cache is not None and cache is not None:
                     new_cache.append(cache[i] if source is not None or updated is None else updated)
+            x = constrain(x, ACTIVATIONS)
             if i in sources:
                 kept[i] = kv
         return self.final_norm(x), new_cache
 
     def logits(self, hidden: Array) -> Array:
-        return logits(self.config, self.embedder.input_embedding[...], hidden)
+        return constrain(logits(self.config, self.embedder.input_embedding[...], hidden), LOGITS)
 
     def __call__(
         self,

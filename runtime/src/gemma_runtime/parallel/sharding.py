@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
 MeshAxes = str | tuple[str, ...] | None
 
@@ -27,7 +27,9 @@ LOGICAL_AXIS_RULES: Mapping[str, MeshAxes] = {
 }
 
 
-def partition_spec(logical_axes: tuple[str | None, ...], mesh: Mesh | None = None) -> PartitionSpec:
+def partition_spec(
+    logical_axes: tuple[str | None, ...], mesh: Mesh | AbstractMesh | None = None
+) -> PartitionSpec:
     """Mesh axes for one array's logical axes. Mesh axes of size 1 are dropped; an axis whose size the
     mesh does not divide stays replicated (e.g. 1 KV head under tensor parallelism)."""
     axes = []
@@ -41,7 +43,9 @@ def partition_spec(logical_axes: tuple[str | None, ...], mesh: Mesh | None = Non
     return PartitionSpec(*axes)
 
 
-def fitted_spec(logical_axes: tuple[str | None, ...], units: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+def fitted_spec(
+    logical_axes: tuple[str | None, ...], units: tuple[int, ...], mesh: Mesh | AbstractMesh
+) -> PartitionSpec:
     """The table's spec for an array, keeping replicated every axis whose mesh axes do not divide its
     ``units`` (its length, or how many heads a flattened heads x head_dim axis holds: shards must not
     split a head)."""
@@ -78,6 +82,19 @@ def place(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
     slice it holds, copied from the host: the whole array never sits on one device, as it would with
     ``jnp.asarray`` before a reshard. (On CPU a shard may alias ``host``'s memory instead of copying.)"""
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def constrain(x: jax.Array, logical_axes: tuple[str | None, ...]) -> jax.Array:
+    """``x`` laid out by the table on the mesh the step is traced for (``jax.sharding.use_abstract_mesh``),
+    as MaxText constrains its activations. Without it XLA's propagation may keep a training step's
+    activations whole on every device: a one-layer Gemma 2B step, batch 16 x 2048 on v5e 4x4, needed 21 GiB
+    per chip, and 7.1 GiB with its residual stream and logits split by batch. No mesh being traced for
+    (serving, one device): ``x`` as it is."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return x
+    constrained: jax.Array = jax.lax.with_sharding_constraint(x, fitted_spec(logical_axes, x.shape, mesh))
+    return constrained
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

@@ -163,8 +163,13 @@ def compile_step(
     state_shardings = shardings_of(state)
     replicated = NamedSharding(mesh, PartitionSpec())
     metrics = dict.fromkeys(("loss", "grad_norm", "learning_rate", "target_tokens"), replicated)
+
+    def traced(state: State, frozen: Any, batch: Batch) -> tuple[State, dict[str, Array]]:
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # the model's activation constraints
+            return trainer(state, frozen, batch)
+
     return jax.jit(
-        trainer.__call__,
+        traced,
         in_shardings=(state_shardings, shardings_of(frozen), (batch_sharding,) * 5),
         out_shardings=(state_shardings, metrics),
         donate_argnums=0,
