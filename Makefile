@@ -93,7 +93,7 @@ kind-demo: $(STAMP) ## The demo with real pods on kind: build the images, helm i
 	$(PY) -m tests.e2e.demo
 
 .PHONY: bench
-bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving and training (BENCH_SERVE_ARGS=--quick for a short serving run).
+bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving, training, and Gemma 7B/2B compiled beside MaxText for v5e-256 (BENCH_SERVE_ARGS=--quick for a short serving run).
 	$(PY) -m tests.bench.operator_bench --servers 200 --total 1000 --output bench/operator.json
 	$(PY) -m tests.bench.train_bench --output bench/train.json
 	$(PY) -m tests.bench.loss_curve --output bench/loss.json
@@ -102,6 +102,7 @@ bench: cluster-binaries ## Benchmarks into bench/report.md: operator, serving an
 	$(PY) -m tests.bench.sharded_bench --output bench/sharded.json
 	$(PY) -m tests.bench.load_bench --output bench/load.json
 	$(PY) -m tests.bench.compile_cache_bench --output bench/compile_cache.json
+	$(PY) -m tests.bench.maxtext_bench --output bench/maxtext.json
 	$(PY) -m tests.bench.report
 
 ##@ Images and deployment

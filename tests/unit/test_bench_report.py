@@ -51,3 +51,21 @@ def test_report_writes_tables_and_plots(tmp_path: Path, monkeypatch: pytest.Monk
         data = (tmp_path / plot).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(data) > 5_000
+
+
+def test_report_sets_ours_beside_maxtext(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(REPO / "bench" / "maxtext.json", tmp_path / "maxtext.json")
+    result = json.loads((tmp_path / "maxtext.json").read_text())
+    monkeypatch.setattr(report, "OUT", tmp_path)
+
+    assert report.main() == 0
+
+    text = (tmp_path / "report.md").read_text()
+    assert "## Training beside MaxText" in text
+    for model, m in result["models"].items():
+        assert f"### {model} ({m['layers']} layers)" in text
+        for side in ("maxtext", "ours"):
+            cell = report._fit(m[side]["batch_2_full"])
+            assert f"| per-chip memory, batch 2, full remat | {cell}" in text or f" | {cell} |" in text
+    for run in [*result["maxtext_runs"], *result["our_runs"]]:  # every compile's exact command
+        assert f"| `{run['command']}` |" in text

@@ -20,14 +20,16 @@ from gemma_runtime.model import preset
 from gemma_runtime.parallel.sharding import batch_sharding
 from gemma_runtime.plan.compiled import Program, compile_one
 from gemma_runtime.train import flops, lora, setup, step
+from gemma_runtime.variants import TransformerConfig
 
 
-def lower(config: TrainConfig, devices: list[Any]) -> Any:
-    """The training step lowered for ``devices`` (the whole slice) with the config's global batch."""
+def lower(config: TrainConfig, devices: list[Any], shape: TransformerConfig | None = None) -> Any:
+    """The training step lowered for ``devices`` (the whole slice) with the config's global batch;
+    ``shape``: the model's instead of the variant's preset (a benchmark's 1- and 2-layer versions)."""
     if config.num_slices != 1:
         raise setup.TrainError("num_slices: a plan compiles one slice")
     mesh = setup.mesh_for(config, devices)
-    shape = preset(config.model.variant)
+    shape = shape or preset(config.model.variant)
     graphdef, params = setup.abstract_params(config, shape, mesh)
     h = config.training
     settings, trainable, frozen = None, params, {}
@@ -53,17 +55,17 @@ def lower(config: TrainConfig, devices: list[Any]) -> Any:
     return jitted.lower(state, frozen, batch)
 
 
-def compile_step(config: TrainConfig, devices: list[Any]) -> Program:
+def compile_step(config: TrainConfig, devices: list[Any], shape: TransformerConfig | None = None) -> Program:
     h = config.training
     name = f"train batch {h.global_batch_size} x {h.sequence_length}"
-    return compile_one(name, lower(config, devices))
+    return compile_one(name, lower(config, devices, shape))
 
 
-def model_flops(config: TrainConfig) -> float:
+def model_flops(config: TrainConfig, shape: TransformerConfig | None = None) -> float:
     """The step's useful FLOPs over the whole slice (``train.flops``: 6 x the matrix weights per token
     plus attention, remat not counted)."""
     h = config.training
-    shape = preset(config.model.variant)
+    shape = shape or preset(config.model.variant)
     return flops.train_flops_per_token(shape, h.sequence_length) * h.global_batch_size * h.sequence_length
 
 
