@@ -302,6 +302,8 @@ def maxtext_section(r: dict[str, Any]) -> list[str]:
         f"{r.get('date', 'this machine')}.",
         "",
     ]
+    if r.get("ours_since"):  # a change to our step after the run, with what it was measured to buy
+        lines += [f"**Since this run:** {r['ours_since']}", ""]
     for model, m in r["models"].items():
         mt, ours = m["maxtext"], m["ours"]
         rows = [
