@@ -137,3 +137,33 @@ def test_the_memory_model_counts_the_state_a_checkpoint_saves(
     saved = flatten(run.state)
     assert sum(x.nbytes for x in saved.values()) == training_state_bytes(run.shape, lora_rank=lora_rank)
     assert {str(x.dtype) for x in saved.values()} == {"float32", "int32"}
+
+
+def _whole_sequence_loss(model: Transformer, batch: step.Batch) -> tuple[jax.Array, jax.Array]:
+    """The loss with the whole [B, L, V] logits at once: what the chunked loss must equal."""
+    tokens, positions, segments, targets, weights = batch
+    logits, _ = model(tokens, positions, segment_ids=segments)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(nll * weights), jnp.sum(weights)
+
+
+@pytest.mark.parametrize("length", [64, 40])  # 8 chunks of 8; 40 is not a multiple of 16: 5 chunks of 8
+def test_the_loss_over_sequence_chunks_equals_the_whole_sequence_loss(
+    monkeypatch: pytest.MonkeyPatch, length: int
+) -> None:
+    monkeypatch.setattr(step, "LOSS_CHUNK", 16 if length == 40 else 8)
+    graphdef, params = nnx.split(Transformer(tiny_config(2), rngs=nnx.Rngs(0)), nnx.Param)
+    batch = _batch(rows=2, length=length)
+
+    def loss(fn: Any, p: Any) -> jax.Array:
+        total, count = fn(nnx.merge(graphdef, p), batch)
+        return total / count
+
+    chunked, chunked_grads = jax.value_and_grad(lambda p: loss(step.loss_sums, p))(params)
+    whole, whole_grads = jax.value_and_grad(lambda p: loss(_whole_sequence_loss, p))(params)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(chunked_grads), jax.tree.leaves(whole_grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    jaxpr = str(jax.make_jaxpr(lambda p: loss(step.loss_sums, p))(params))
+    assert f"length={length // 8}" in jaxpr  # the chunks run in a scan of that many steps
