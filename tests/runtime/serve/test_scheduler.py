@@ -2,7 +2,7 @@
 up from its last prompt token): finish reasons, chunked prefill riding with decode steps, round-robin
 chunks so a long prompt never starves a short one, data shards filled in turn with a prompt budget
 each, a cancelled request frees its slot at once, a full queue refuses, seeds and sampling settings
-reach the engine; and stop strings in streamed text."""
+reach the engine, an engine failure is known before any request ends; and stop strings in streamed text."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from gemma_runtime.serve.fake import FakeEngine
+from gemma_runtime.serve.interface import StepResult, StepWork
 from gemma_runtime.serve.sampling import SamplingParams
 from gemma_runtime.serve.scheduler import QueueFullError, Request, Scheduler
 from gemma_runtime.serve.text import TextStream
@@ -164,6 +165,29 @@ def test_the_run_loop_serves_from_another_thread_and_stops_cleanly() -> None:
     assert not thread.is_alive()
     assert sink.tokens == [4, 5, 6, 7, 8]
     assert endless.reason == "cancelled"
+
+
+def test_an_engine_failure_is_recorded_before_any_request_hears_of_it() -> None:
+    """A client that gets its error and then asks /healthz must find the server failed."""
+
+    class Broken(FakeEngine):
+        def step(self, work: StepWork) -> StepResult:
+            raise RuntimeError("device lost")
+
+    scheduler = Scheduler(Broken(slots=2), max_queued=8)
+    seen: list[str | None] = []
+
+    class Sink(Collect):
+        def finish(self, reason: str) -> None:
+            seen.append(scheduler.failure)
+            super().finish(reason)
+
+    sink = Sink()
+    scheduler.submit(Request([3], 5, sink))
+    with pytest.raises(RuntimeError, match="device lost"):
+        scheduler.run()
+    assert sink.reason == "error"
+    assert seen == ["RuntimeError: device lost"]
 
 
 def _pieces(tokens: list[str], stops: list[str]) -> tuple[list[str], bool, str]:

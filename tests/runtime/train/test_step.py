@@ -4,6 +4,7 @@ counting exactly the state a checkpoint saves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def test_the_loss_over_sequence_chunks_equals_the_whole_sequence_loss(
     graphdef, params = nnx.split(Transformer(tiny_config(2), rngs=nnx.Rngs(0)), nnx.Param)
     batch = _batch(rows=2, length=length)
 
-    def loss(fn: Any, p: Any) -> jax.Array:
+    def loss(fn: Callable[[Transformer, step.Batch], tuple[jax.Array, jax.Array]], p: Any) -> jax.Array:
         total, count = fn(nnx.merge(graphdef, p), batch)
         return total / count
 

@@ -108,6 +108,7 @@ class Scheduler:
         self._cancelled: list[Request] = []
         self._wake = threading.Condition()
         self._stopping = False
+        self.failure: str | None = None  # why the engine failed, set before any request hears of it
         self._per_shard = engine.slots // engine.shards
         self._next_prefill = [0] * engine.shards  # per shard, the local slot to look at first
         self._seeds = np.random.default_rng(seed)
@@ -176,9 +177,12 @@ class Scheduler:
                     if self._stopping:
                         break
                 self.step()
-        except BaseException:
+        except BaseException as err:
             with self._wake:
                 self._stopping = True  # refuse new requests from now on
+                # Before the requests end: a client that sees its error and then asks /healthz must
+                # find the server failed.
+                self.failure = f"{type(err).__name__}: {err}"
             self._cancel_all("error")
             raise
         self._cancel_all("cancelled")

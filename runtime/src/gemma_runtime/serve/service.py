@@ -92,7 +92,7 @@ class Service:
         self.max_queued = max_queued
         self.scheduler: Scheduler | None = None
         self.metrics = ServeMetrics(self._queue_figures)
-        self.error: str | None = None
+        self._error: str | None = None  # a failed load
         self._load = load
         self._ready = threading.Event()
         self._stopped = threading.Event()
@@ -107,6 +107,12 @@ class Service:
     @property
     def ready(self) -> bool:
         return self._ready.is_set() and self.alive
+
+    @property
+    def error(self) -> str | None:
+        """Why the engine stopped serving (its load or a step failed), or None."""
+        scheduler = self.scheduler
+        return self._error or (scheduler.failure if scheduler is not None else None)
 
     @property
     def alive(self) -> bool:
@@ -143,7 +149,7 @@ class Service:
             scheduler.run()
         except Exception as err:
             log.exception("the engine failed")
-            self.error = f"{type(err).__name__}: {err}"
+            self._error = f"{type(err).__name__}: {err}"
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel what is still running and end the engine thread. A load still in progress is not
