@@ -191,24 +191,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _memory_model_only(config: ServeConfig, args: argparse.Namespace) -> int:
     """A GPU or the CPU: the memory model's plan (what the operator and the runtime check)."""
     from gemma_runtime import memory
-    from gemma_runtime.serve.plan import chips_of, model_shape, resolve_dtype
+    from gemma_runtime.serve.plan import chips_of, plan
 
     platform = accelerators.jax_platform(config.accelerator.type) if config.accelerator else "cpu"
-    mesh = memory.Mesh(config.mesh.data, config.mesh.tensor) if config.mesh else None
-    chips = chips_of(config, None)
     # An unset batch is the largest that fits where the memory is known; the CPU's is not: the default.
-    auto = auto_batch(args) and chips.usable_bytes is not None
+    auto = auto_batch(args) and chips_of(config, None).usable_bytes is not None
     try:
-        planned = memory.plan_serving(
-            model_shape(config),
-            dtype=resolve_dtype(config, platform),
-            quantization=config.quantization,
-            chips=chips,
-            max_len=config.max_sequence_length,
-            max_prefill=config.max_prefill_length,
-            slots=None if auto else config.max_batch_size,
-            mesh=mesh,
-        )
+        planned = plan(config, platform=platform, auto_batch=auto)
     except memory.PlanError as err:
         print(f"does not fit (memory model): {err}")
         return 1

@@ -20,6 +20,7 @@ from gemma_runtime.plan.compiled import Program
 from gemma_runtime.plan.report import Plan
 from gemma_runtime.plan.search import Largest, largest_fitting
 from gemma_runtime.plan.topology import chip, host_devices, slice_devices
+from gemma_runtime.serve import plan as serve_plan
 from gemma_runtime.serve.plan import chips_of, model_shape, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -32,23 +33,15 @@ def _layout(
 ) -> tuple[memory.Mesh, int]:
     """The mesh and slots the runtime would use: the memory model's plan, or the config's own layout
     when the model says it does not fit (the compiler gets the last word)."""
+    try:
+        chosen = serve_plan.plan(config, platform="tpu", auto_batch=auto_batch)
+        return chosen.mesh, chosen.slots
+    except memory.PlanError as err:
+        log.info("the memory model says it does not fit: %s", err)
     dtype = resolve_dtype(config, "tpu")
     mesh = memory.Mesh(config.mesh.data, config.mesh.tensor) if config.mesh else None
     limits = {"max_len": config.max_sequence_length, "max_prefill": config.max_prefill_length}
     slots = None if auto_batch else config.max_batch_size
-    try:
-        chosen = memory.plan_serving(
-            shape,
-            dtype=dtype,
-            quantization=config.quantization,
-            chips=chips,
-            slots=slots,
-            mesh=mesh,
-            **limits,
-        )
-        return chosen.mesh, chosen.slots
-    except memory.PlanError as err:
-        log.info("the memory model says it does not fit: %s", err)
     meshes = [mesh] if mesh else memory.candidate_meshes(shape, chips.count)
     by_bytes = [
         memory.serving_bytes(

@@ -50,8 +50,11 @@ def chips_of(config: ServeConfig, devices: list[Any] | None) -> Chips:
     return Chips(f"{len(devices)} x {devices[0].device_kind}", len(devices), limit, reserved_bytes=0)
 
 
-def plan(config: ServeConfig, devices: list[Any] | None = None, platform: str = "cpu") -> ServingPlan:
-    """Raises ``memory.PlanError`` with the numbers and what would fit."""
+def plan(
+    config: ServeConfig, devices: list[Any] | None = None, platform: str = "cpu", *, auto_batch: bool = False
+) -> ServingPlan:
+    """Raises ``memory.PlanError`` with the numbers and what would fit. ``auto_batch``: the largest batch
+    that fits instead of ``max_batch_size`` (as the operator fills an unset one)."""
     shape = model_shape(config)
     chips = chips_of(config, devices)
     mesh = Mesh(config.mesh.data, config.mesh.tensor) if config.mesh else None
@@ -62,7 +65,7 @@ def plan(config: ServeConfig, devices: list[Any] | None = None, platform: str = 
         chips=chips,
         max_len=config.max_sequence_length,
         max_prefill=config.max_prefill_length,
-        slots=config.max_batch_size,
+        slots=None if auto_batch else config.max_batch_size,
         mesh=mesh,
     )
 
