@@ -11,18 +11,21 @@ The cache holds, per layer, keys and values in slots plus the absolute position 
 from __future__ import annotations
 
 import functools
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gemma_runtime.model import splash
 from gemma_runtime.model.block import attention, softcap
 from gemma_runtime.model.layers import RMSNorm, param
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
 MASK_VALUE = -2.3819763e38  # the official implementation's large negative, not -inf
+# How a batch attends without a cache: "auto" (splash attention on TPUs where it can) or "xla".
+Kernel = Literal["auto", "xla"]
 
 
 class LayerCache(TypedDict):
@@ -130,10 +133,17 @@ def attend_batch(
     positions: Array,
     segment_ids: Array | None,
     cache: LayerCache | None,
+    kernel: Kernel = "xla",
 ) -> tuple[Array, LayerCache | None]:
     """q [B, T, N, H], k and v [B, T, K, H] at ``positions`` [B, T] -> [B, T, N, H]: each token attends
     causally inside its segment (``segment_ids``, 0 for padding) and window, and over what ``cache``
-    held; returns the cache with this chunk written."""
+    held; returns the cache with this chunk written. ``kernel``: "auto" attends with splash attention
+    (``model/splash.py``) where there is no cache, the mesh being traced for is of TPUs and a tile
+    divides the sequence; "xla", and every other case, with the einsums below."""
+    if kernel == "auto" and cache is None:
+        mesh = jax.sharding.get_abstract_mesh()
+        if splash.on_tpu(mesh) and splash.unsupported(q.shape[1]) is None:
+            return splash.attend(config, attn_type, q, k, v, segment_ids=segment_ids, mesh=mesh), None
     dtype = q.dtype
     k_all, v_all, k_pos, k_seg, q_seg = k, v, positions, segment_ids, segment_ids
     if cache is not None:
