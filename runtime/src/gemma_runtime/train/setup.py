@@ -73,10 +73,17 @@ def _factory(config: TrainConfig, shape: TransformerConfig) -> Callable[[], Any]
 
     def create() -> Any:
         m = Transformer(shape, rngs=nnx.Rngs(config.training.seed), dtype=_compute_dtype(config))
-        m.remat = config.training.remat
+        _train_settings(m, config)
         return nnx.split(m, nnx.Param)
 
     return create
+
+
+def _train_settings(model: Transformer, config: TrainConfig) -> None:
+    """How the model runs in training: its remat policy, attention kernel and layer scan."""
+    model.remat = config.training.remat
+    model.attention = config.training.attention
+    model.scan_layers = config.training.scan_layers
 
 
 def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef[Transformer], Any, TransformerConfig]:
@@ -114,7 +121,7 @@ def _imported(
     shape = read_config(path, variant=config.model.variant, format=fmt)
     shardings = {name: variable_sharding(var, mesh) for name, var in variables(abstract_model(shape)).items()}
     model = load_model(path, variant=config.model.variant, format=fmt, dtype=compute, shardings=shardings.get)
-    model.remat = config.training.remat
+    _train_settings(model, config)
     graphdef, params = nnx.split(model, nnx.Param)
     return graphdef, params, model.config
 
