@@ -197,7 +197,9 @@ def maxtext_program(run: dict[str, Any]) -> Program:
 # --- ours ---------------------------------------------------------------------------------------------
 
 
-def our_config(model: str, batch: int, remat: str) -> TrainConfig:
+def our_config(model: str, batch: int, remat: str, *, unrolled: bool = False) -> TrainConfig:
+    """Our step as the trainer runs it (splash attention, scanned layers), or ``unrolled`` with XLA's
+    attention: what the FLOP extrapolation compiles (XLA counts a scan's body once and a kernel as none)."""
     chips = 256
     return TrainConfig.model_validate(
         {
@@ -210,6 +212,7 @@ def our_config(model: str, batch: int, remat: str) -> TrainConfig:
                 "global_batch_size": batch * chips,
                 "precision": "bf16",
                 "remat": remat,
+                **({"attention": "xla", "scan_layers": False} if unrolled else {}),
             },
             "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         }
@@ -245,7 +248,8 @@ class Ours:
             return self.runs[key]
         shape = preset(model).replace(num_layers=layers) if layers is not None else None
         started = time.monotonic()
-        lowered = training.lower(our_config(model, batch, remat), self.devices, shape)
+        config = our_config(model, batch, remat, unrolled=layers is not None)
+        lowered = training.lower(config, self.devices, shape)
         dump = self.work / f"dump-{model}-{batch}-{remat}-{layers}"
         program = compile_one(f"{model} batch {batch} remat {remat}", _Dumping(lowered, dump))
         run = program.to_dict()
@@ -253,7 +257,8 @@ class Ours:
         run["command"] = (
             our_command(model, batch, remat)
             if layers is None
-            else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}"
+            else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}, "
+            "training.attention=xla, training.scan_layers=false"
         )
         run.update(memory_report(dump, "jit___call"))
         shutil.rmtree(dump, ignore_errors=True)

@@ -56,6 +56,11 @@ def test_training_flags_fill_one_row_per_device() -> None:
     assert config.training.global_batch_size == 32
     assert (config.training.remat, config.training.gradient_accumulation_steps) == ("full", 2)
     assert (config.mesh.data, config.mesh.fsdp, config.mesh.tensor) == (1, -1, 1)
+    assert (config.training.attention, config.training.scan_layers) == ("auto", True)
+    unrolled = command.train_config(
+        _args("--train", "--variant", "gemma2-9b", "--attention", "xla", "--no-scan-layers"), devices=16
+    )
+    assert (unrolled.training.attention, unrolled.training.scan_layers) == ("xla", False)
 
 
 def test_a_gpu_or_the_cpu_is_answered_by_the_memory_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--remat", choices=["none", "minimal", "full"], default="minimal")
     train.add_argument("--accumulation", type=int, default=1, help="gradient accumulation steps")
     train.add_argument("--lora-rank", type=int, help="plan LoRA adapters of this rank")
+    train.add_argument(
+        "--attention",
+        choices=["auto", "xla"],
+        default="auto",
+        help="auto: splash attention where a tile divides the sequence; xla: XLA's attention",
+    )
+    train.add_argument("--no-scan-layers", action="store_true", help="unroll the layers instead of a scan")
     parser.add_argument(
         "--no-search", action="store_true", help="do not compile further sizes to find the largest that fits"
     )
@@ -138,6 +145,8 @@ def train_config(args: argparse.Namespace, devices: int) -> TrainConfig:
             "precision": args.precision,
             "remat": args.remat,
             "gradient_accumulation_steps": args.accumulation,
+            "attention": args.attention,
+            "scan_layers": not args.no_scan_layers,
             **({"lora": {"rank": args.lora_rank}} if args.lora_rank else {}),
         },
         "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor},

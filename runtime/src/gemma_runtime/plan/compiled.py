@@ -4,7 +4,8 @@ model's time. A program that does not fit fails to compile; its figures are then
 
 Two traps (shared/reference/tpu-aot.md): the cost model's ``optimal_seconds`` comes back negative on large
 programs, so it is kept only where positive and always labelled as XLA's estimate; and ``flops`` counts a
-loop body once (our layers are unrolled, so the count is whole).
+loop body once and a custom call (a Pallas kernel) as nothing: a training step with scanned layers or
+splash attention takes its FLOPs from unrolled compiles instead (``plan.training``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Program:
     optimal_seconds: float | None = None  # XLA:TPU cost-model estimate, only where positive
     compile_seconds: float = 0.0
     error: str | None = None  # the compiler's message when the program does not fit
+    flops_source: str = "XLA's count of the compiled program"  # where flops and bytes_accessed come from
 
     @property
     def fits(self) -> bool:

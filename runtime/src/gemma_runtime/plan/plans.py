@@ -206,7 +206,8 @@ def training_plan(
         def compile_at(rows: int) -> Program:
             if rows == per_device:
                 return program
-            return training.compile_step(training.with_device_batch(config, rows, len(devices)), devices)
+            resized = training.with_device_batch(config, rows, len(devices))
+            return training.compile_step(resized, devices, count_flops=False)
 
         # Activations grow with the batch and the state does not: the first guess's bytes per row.
         slope = program.temp_bytes / per_device if program.fits else None
@@ -223,7 +224,8 @@ def training_plan(
     lora = f", LoRA rank {h.lora.rank}" if h.lora else ""
     title = (
         f"{config.model.variant} training on {tpu_type} {topology} ({tpu.hosts} hosts x {tpu.chips_per_host} "
-        f"chips), {h.precision} compute, remat {h.remat}{lora}: global batch {h.global_batch_size} x "
+        f"chips), {h.precision} compute, remat {h.remat}, attention {h.attention}, "
+        f"{'scanned' if h.scan_layers else 'unrolled'} layers{lora}: global batch {h.global_batch_size} x "
         f"{h.sequence_length} tokens in {h.gradient_accumulation_steps} micro-batch(es), {per_device} rows "
         f"per device per micro-batch"
     )
@@ -239,6 +241,8 @@ def training_plan(
             "mesh": config.mesh.model_dump(),
             "precision": h.precision,
             "remat": h.remat,
+            "attention": h.attention,
+            "scan_layers": h.scan_layers,
             "global_batch_size": h.global_batch_size,
             "sequence_length": h.sequence_length,
             "gradient_accumulation_steps": h.gradient_accumulation_steps,

@@ -108,6 +108,9 @@ class Plan:
             )
         if self.largest_note:
             lines.append(self.largest_note)
+        default = Program("").flops_source
+        for source in dict.fromkeys(p.flops_source for p in self.programs if p.flops_source != default):
+            lines.append(f"FLOPs and bytes accessed: {source}")
         seconds = ", ".join(f"{p.name} {p.compile_seconds:.0f} s" for p in self.programs)
         lines.append(f"compiled in: {seconds}")
         lines.append(
