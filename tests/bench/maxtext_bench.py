@@ -260,7 +260,7 @@ class Ours:
             else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}, "
             "training.attention=xla, training.scan_layers=false"
         )
-        run.update(memory_report(dump, "jit___call"))
+        run.update(memory_report(dump, "jit_traced"))  # train.step.compile_step's jitted function
         shutil.rmtree(dump, ignore_errors=True)
         print(
             f"ours {model} batch {batch} {remat} layers {layers or 'all'}: "
