@@ -1,8 +1,8 @@
 """The layers as a scan over their stacked weights (``training.scan_layers``) compute what the unrolled
 layers do: the same loss and gradients for each generation's attention pattern (Gemma 1: every layer
 global; Gemma 2: local and global in turn; Gemma 3: five local, one global, with layers left over after
-the last whole period), under each remat policy and with LoRA; the parameters keep one entry per layer,
-and a trainer built from the config scans."""
+the last whole period; Gemma 4's dense and mixture-of-experts models), under each remat policy and with
+LoRA; the parameters keep one entry per layer, and a model built from the config scans."""
 
 from __future__ import annotations
 
@@ -69,6 +69,20 @@ def test_scanned_layers_give_the_unrolled_loss_and_gradients(
     # Every layer has its own gradient (a scan that ran one layer's weights everywhere would not).
     q = [np.asarray(grads["layers"][i]["attn"]["q"][...]) for i in range(layers)]
     assert not np.allclose(q[0], q[-1])
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_gemma4_layers_scan_too_unless_they_share_keys_or_take_per_layer_inputs(kind: str) -> None:
+    """Gemma 4's global layers differ from its local ones (head dim, keys as values): each position of
+    the period has its own stack. Its E models stay unrolled."""
+    config = tiny_config(4, kind)
+    assert scan_groups(config) == 2
+    assert scan_groups(tiny_config(4, "e")) == 0
+    loss, grads = _loss_and_grads(config, scan=True, remat="full")
+    want_loss, want_grads = _loss_and_grads(config, scan=False, remat="full")
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_scanned_layers_with_lora_give_the_unrolled_adapter_gradients() -> None:
