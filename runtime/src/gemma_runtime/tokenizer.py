@@ -1,7 +1,9 @@
-"""Gemma's SentencePiece tokenizer, its chat template, and training of small tokenizers.
+"""Gemma's SentencePiece tokenizer, its chat templates, and training of small tokenizers.
 
 Special ids are always looked up by piece: Gemma 1/2 and Gemma 3 put the turn markers at different ids,
-and our own tiny tokenizer at yet others. No JAX here, so the server and data tools import this cheaply.
+and our own tiny tokenizer at yet others. The pieces also pick the chat format: a vocabulary with
+``<|turn>`` and ``<turn|>`` is Gemma 4's, otherwise Gemma 1-3's ``<start_of_turn>`` / ``<end_of_turn>``.
+No JAX here, so the server and data tools import this cheaply.
 
 Regenerate the packaged tiny tokenizer with ``python -m gemma_runtime.tokenizer build-tiny``.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -24,9 +27,19 @@ BOS_PIECE = "<bos>"
 UNK_PIECE = "<unk>"
 START_OF_TURN = "<start_of_turn>"
 END_OF_TURN = "<end_of_turn>"
+# Gemma 4's control pieces (Google's prompt-formatting page for Gemma 4 and its chat_template.jinja).
+TURN_OPEN = "<|turn>"
+TURN_CLOSE = "<turn|>"
+THINK = "<|think|>"
+CHANNEL_OPEN = "<|channel>"
+CHANNEL_CLOSE = "<channel|>"
+GEMMA4_PIECES = (TURN_OPEN, TURN_CLOSE, THINK, CHANNEL_OPEN, CHANNEL_CLOSE)
+# With thinking off, the larger Gemma 4 models' template (12B, 26B A4B, 31B; not E2B, E4B) ends the
+# generation prompt with an empty, closed thought channel.
+EMPTY_THOUGHT = f"{CHANNEL_OPEN}thought\n{CHANNEL_CLOSE}"
 
 CHAT_ROLES = ("system", "user", "assistant")
-# Gemma calls the assistant "model" in its turns and has no system turn at all.
+# Gemma calls the assistant "model" in its turns; Gemma 1-3 have no system turn at all, Gemma 4 has one.
 _TURN_NAMES = {"user": "user", "assistant": "model"}
 
 TINY_VOCAB_SIZE = 1024
@@ -37,8 +50,10 @@ _SOURCE_DATA = Path(__file__).parent / "data"
 
 
 class Tokenizer:
-    """A SentencePiece model with Gemma's special pieces (``<pad>``, ``<eos>``, ``<bos>``, ``<unk>``,
-    ``<start_of_turn>``, ``<end_of_turn>``), each required and found by piece, not by a fixed id."""
+    """A SentencePiece model with Gemma's special pieces (``<pad>``, ``<eos>``, ``<bos>``, ``<unk>`` and
+    the turn markers: ``<|turn>`` / ``<turn|>`` in Gemma 4's vocabulary, else ``<start_of_turn>`` /
+    ``<end_of_turn>``), each required and found by piece, not by a fixed id. ``gemma4`` says which chat
+    format :meth:`encode_chat` writes."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -56,8 +71,14 @@ class Tokenizer:
         self.eos_id = self._piece_id(EOS_PIECE)
         self.bos_id = self._piece_id(BOS_PIECE)
         self.unk_id = self._piece_id(UNK_PIECE)
-        self.start_of_turn_id = self._piece_id(START_OF_TURN)
-        self.end_of_turn_id = self._piece_id(END_OF_TURN)
+        self.gemma4 = self._has_piece(TURN_OPEN) and self._has_piece(TURN_CLOSE)
+        opener, closer = (TURN_OPEN, TURN_CLOSE) if self.gemma4 else (START_OF_TURN, END_OF_TURN)
+        self.start_of_turn_id = self._piece_id(opener)
+        self.end_of_turn_id = self._piece_id(closer)
+        # Gemma 4's control pieces this vocabulary has: encode_chat maps each to its id itself.
+        present = [piece for piece in GEMMA4_PIECES if self.gemma4 and self._has_piece(piece)]
+        self._markers = {piece: int(self._sp.piece_to_id(piece)) for piece in present}
+        self._marker_split = re.compile(f"({'|'.join(map(re.escape, present))})")
         # Generation ends at either: a bare completion emits <eos>, a chat answer closes its turn.
         self.stop_ids: tuple[int, ...] = (self.eos_id, self.end_of_turn_id)
         self._special_ids = frozenset(
@@ -71,12 +92,14 @@ class Tokenizer:
         with resources.as_file(resource) as path:
             return cls(path)  # the model is read eagerly, so a temporary extraction may vanish after
 
-    def _piece_id(self, piece: str) -> int:
+    def _has_piece(self, piece: str) -> bool:
         # piece_to_id answers unk's id for an unknown piece, so check the round trip.
-        piece_id: int = self._sp.piece_to_id(piece)
-        if self._sp.id_to_piece(piece_id) != piece:
+        return bool(self._sp.id_to_piece(self._sp.piece_to_id(piece)) == piece)
+
+    def _piece_id(self, piece: str) -> int:
+        if not self._has_piece(piece):
             raise ValueError(f"{self.path}: the SentencePiece model has no {piece!r} piece")
-        return piece_id
+        return int(self._sp.piece_to_id(piece))
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
@@ -105,10 +128,33 @@ class Tokenizer:
             for token in kept
         )
 
-    def encode_chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        """Ids of :func:`chat_prompt`, with one bos id (``<bos>`` is a control piece, not parsed text)."""
-        prompt = chat_prompt(messages)
-        return self.encode(prompt.removeprefix(BOS_PIECE), add_bos=True)
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, str]], *, thinking: bool = False, empty_thought: bool = False
+    ) -> list[int]:
+        """Ids of the chat prompt of this vocabulary's format, with one bos id (``<bos>`` is a control
+        piece, not parsed text): :func:`gemma4_chat_prompt` for Gemma 4's vocabulary, else
+        :func:`chat_prompt`. ``thinking`` and ``empty_thought`` are Gemma 4's options (see there);
+        ``empty_thought`` comes from the variant (:data:`gemma_runtime.variants.GEMMA4_EMPTY_THOUGHT`)."""
+        if not self.gemma4:
+            if thinking or empty_thought:
+                raise ValueError("thinking and the empty thought channel are Gemma 4 chat options")
+            prompt = chat_prompt(messages)
+            return self.encode(prompt.removeprefix(BOS_PIECE), add_bos=True)
+        if thinking:
+            self._piece_id(THINK)
+        if empty_thought:
+            self._piece_id(CHANNEL_OPEN)
+            self._piece_id(CHANNEL_CLOSE)
+        prompt = gemma4_chat_prompt(messages, thinking=thinking, empty_thought=empty_thought)
+        # The control pieces become their ids here rather than by SentencePiece parsing the text, which
+        # would spell out any that the model keeps as control pieces.
+        ids = [self.bos_id]
+        for part in self._marker_split.split(prompt.removeprefix(BOS_PIECE)):
+            if part in self._markers:
+                ids.append(self._markers[part])
+            elif part:
+                ids.extend(self._sp.encode(part, out_type=int))
+        return ids
 
 
 def chat_prompt(messages: Sequence[Mapping[str, str]]) -> str:
@@ -146,6 +192,55 @@ def chat_prompt(messages: Sequence[Mapping[str, str]]) -> str:
     return f"{BOS_PIECE}{body}{START_OF_TURN}model\n"
 
 
+def gemma4_chat_prompt(
+    messages: Sequence[Mapping[str, str]], *, thinking: bool = False, empty_thought: bool = False
+) -> str:
+    """Gemma 4's chat template (Google's ``chat_template.jinja`` of 2026-07-09, text messages only):
+    ``<bos>``, a system turn ``<|turn>system\\n{text}<turn|>\\n`` for a leading system message (or for
+    thinking), ``<|turn>{user|model}\\n{text}<turn|>\\n`` per message, then ``<|turn>model\\n`` for the
+    answer.
+
+    ``thinking`` puts ``<|think|>`` at the top of the system turn (off by default, as in the template).
+    ``empty_thought`` is the larger models' template (12B, 26B A4B, 31B): with thinking off their
+    generation prompt closes an empty thought channel; E2B's and E4B's do not. As in the template,
+    content is stripped, a model turn drops any ``<|channel>...<channel|>`` thought it carries, and
+    consecutive assistant messages make one model turn. Turns need not alternate, but the last is the
+    user's, which the model then answers.
+    """
+    if not messages:
+        raise ValueError("a chat needs at least one user message")
+    system: str | None = None
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        role, content = _role_and_content(index, message)
+        if role == "system":
+            if index != 0:
+                raise ValueError(f"message {index}: only the first message may have the role 'system'")
+            system = content
+        else:
+            turns.append((role, _drop_thoughts(content) if role == "assistant" else content))
+    if not turns or turns[-1][0] != "user":
+        raise ValueError("a chat prompt must end with a user message, which the model then answers")
+    parts = [BOS_PIECE]
+    if thinking or system is not None:
+        think = f"{THINK}\n" if thinking else ""
+        parts.append(f"{TURN_OPEN}system\n{think}{system or ''}{TURN_CLOSE}\n")
+    for index, (role, text) in enumerate(turns):
+        continued = role == "assistant" and index > 0 and turns[index - 1][0] == "assistant"
+        continues = role == "assistant" and index + 1 < len(turns) and turns[index + 1][0] == "assistant"
+        parts.append(("" if continued else f"{TURN_OPEN}{_TURN_NAMES[role]}\n") + text)
+        parts.append("" if continues else f"{TURN_CLOSE}\n")
+    parts.append(f"{TURN_OPEN}model\n")
+    if empty_thought and not thinking:
+        parts.append(EMPTY_THOUGHT)
+    return "".join(parts)
+
+
+def _drop_thoughts(text: str) -> str:
+    # The template's strip_thinking: of each piece before a <channel|>, keep what precedes its <|channel>.
+    return "".join(part.split(CHANNEL_OPEN)[0] for part in text.split(CHANNEL_CLOSE)).strip()
+
+
 def _role_and_content(index: int, message: Mapping[str, str]) -> tuple[str, str]:
     try:
         role, content = message["role"], message["content"]
@@ -157,11 +252,18 @@ def _role_and_content(index: int, message: Mapping[str, str]) -> tuple[str, str]
     return role, content.strip()
 
 
-def train_tokenizer(corpus: Path | list[Path], output_prefix: Path, vocab_size: int) -> Path:
+def train_tokenizer(
+    corpus: Path | list[Path],
+    output_prefix: Path,
+    vocab_size: int,
+    *,
+    symbols: Sequence[str] = (START_OF_TURN, END_OF_TURN),
+) -> Path:
     """Train a SentencePiece BPE model with Gemma's conventions and write ``{output_prefix}.model``.
 
-    Ids pad 0, eos 1, bos 2, unk 3; the turn markers are user-defined pieces (so they are recognised in
-    text); byte fallback, split digits, no normalisation and no dummy prefix, as Gemma's tokenizer.
+    Ids pad 0, eos 1, bos 2, unk 3; the turn markers (``symbols``: Gemma 1-3's by default, or
+    :data:`GEMMA4_PIECES`) are user-defined pieces (so they are recognised in text); byte fallback,
+    split digits, no normalisation and no dummy prefix, as Gemma's tokenizer.
     The result is byte-for-byte reproducible: one thread, every line used in order, and the corpus fed
     from memory so no file name is recorded in the model.
     """
@@ -183,7 +285,7 @@ def train_tokenizer(corpus: Path | list[Path], output_prefix: Path, vocab_size: 
         eos_piece=EOS_PIECE,
         bos_piece=BOS_PIECE,
         unk_piece=UNK_PIECE,
-        user_defined_symbols=[START_OF_TURN, END_OF_TURN],
+        user_defined_symbols=list(symbols),
         byte_fallback=True,
         split_digits=True,
         add_dummy_prefix=False,

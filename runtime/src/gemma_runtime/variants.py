@@ -474,6 +474,11 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
 }
 
 
+# Google publishes two Gemma 4 chat templates: with thinking off, the larger sizes' generation prompt ends
+# in an empty, closed thought channel, E2B's and E4B's does not (tokenizer.gemma4_chat_prompt).
+GEMMA4_EMPTY_THOUGHT = frozenset({"gemma4-31b", "gemma4-26b-a4b"})
+
+
 def preset(name: str) -> TransformerConfig:
     try:
         return PRESETS[name]

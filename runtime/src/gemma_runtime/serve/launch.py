@@ -32,7 +32,7 @@ from gemma_runtime.serve.server import create_app
 from gemma_runtime.serve.service import Service
 from gemma_runtime.serve.weights import Weights
 from gemma_runtime.tokenizer import Tokenizer
-from gemma_runtime.variants import TransformerConfig, preset
+from gemma_runtime.variants import GEMMA4_EMPTY_THOUGHT, TransformerConfig, preset
 
 log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_S = 30
@@ -105,6 +105,7 @@ def build_service(config: ServeConfig, plan: ServingPlan) -> Service:
         max_queued=config.max_queued_requests,
         defaults=SamplingParams(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p),
         default_max_tokens=sampling.max_tokens,
+        empty_thought=config.model.variant in GEMMA4_EMPTY_THOUGHT,
     )
 
 

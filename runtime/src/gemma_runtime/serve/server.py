@@ -136,7 +136,7 @@ def create_app(service: Service) -> FastAPI:
         _check_model(service, body.model)
         messages = [{"role": m.role, "content": m.content} for m in body.messages]
         try:
-            prompt = service.tokenizer.encode_chat(messages)
+            prompt = service.tokenizer.encode_chat(messages, empty_thought=service.empty_thought)
         except ValueError as err:
             raise ClientError(f"messages: {err}", param="messages") from None
         top = (body.top_logprobs or 0) if body.logprobs else None

@@ -83,9 +83,14 @@ class Service:
         max_queued: int,
         defaults: SamplingParams,
         default_max_tokens: int,
+        empty_thought: bool = False,
     ) -> None:
+        if empty_thought and not tokenizer.gemma4:
+            raise ValueError(f"{tokenizer.path}: a Gemma 4 model's chat format needs Gemma 4's tokenizer")
         self.model_name = model_name
         self.tokenizer = tokenizer
+        # The variant's Gemma 4 chat template closes an empty thought channel (variants.GEMMA4_EMPTY_THOUGHT).
+        self.empty_thought = empty_thought
         self.defaults = defaults
         self.default_max_tokens = default_max_tokens
         self.created = int(time.time())
