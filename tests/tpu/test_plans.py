@@ -77,8 +77,11 @@ def test_training_activations_are_split_by_batch_over_the_slice() -> None:
     """Sixteen chips with two sequences each need about the temporaries of one chip with two: the model
     pins its residual stream and logits to the batch split (unpinned, XLA's propagation kept the FSDP
     weights' layout and held every chip's activations whole: 18x one chip's, measured)."""
-    one = training_plan(_train(global_batch_size=2, sequence_length=1024), "v5e", "1x1", search=False)
-    slice_ = training_plan(_train(global_batch_size=32, sequence_length=1024), "v5e", "4x4", search=False)
+    # XLA's attention and unrolled layers on both: splash and the scan shrink the one-chip step more than
+    # the slice's (whose collective buffers stay), which is not what this compares.
+    plain = {"sequence_length": 1024, "attention": "xla", "scan_layers": False}
+    one = training_plan(_train(global_batch_size=2, **plain), "v5e", "1x1", search=False)
+    slice_ = training_plan(_train(global_batch_size=32, **plain), "v5e", "4x4", search=False)
     assert slice_.layout["per_device_batch"] == one.layout["per_device_batch"] == 2
     ratio = slice_.programs[0].temp_bytes / one.programs[0].temp_bytes
     assert ratio < 4, ratio  # 2.4 measured (collective buffers), 18.4 without the constraints
