@@ -36,6 +36,7 @@ from gemma_runtime.plan.search import largest_fitting
 from gemma_runtime.plan.topology import chip, slice_devices
 from gemma_runtime.train import flops
 from tests.bench import maxtext_env, results
+from tests.bench.maxtext_driver import pallas_kernels
 
 MODELS = ("gemma-7b", "gemma-2b")
 ACCELERATOR, TOPOLOGY, MAXTEXT_TOPOLOGY = "v5e", "16x16", "v5e-256"
@@ -144,7 +145,10 @@ class MaxText:
                 run = json.loads(line)
                 self.runs[tuple(run["key"])] = run
 
-    def compile(self, model: str, batch: int, policy: str, layers: int | None = None) -> dict[str, Any]:
+    def compile(
+        self, model: str, batch: int, policy: str, layers: int | None = None, *, for_flops: bool = True
+    ) -> dict[str, Any]:
+        """``for_flops`` changes nothing here: MaxText's 1- and 2-layer steps run as MaxText runs them."""
         key = (model, batch, policy, layers)
         if key in self.runs:
             return self.runs[key]
@@ -231,9 +235,11 @@ class _Dumping:
 
     def __init__(self, lowered: Any, folder: Path) -> None:
         self.lowered, self.folder = lowered, folder
+        self.compiled: Any = None
 
     def compile(self) -> Any:
-        return self.lowered.compile(compiler_options={"xla_dump_to": str(self.folder)})
+        self.compiled = self.lowered.compile(compiler_options={"xla_dump_to": str(self.folder)})
+        return self.compiled
 
 
 @dataclasses.dataclass
@@ -242,23 +248,31 @@ class Ours:
     work: Path
     runs: dict[tuple[str, int, str, int | None], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
-    def compile(self, model: str, batch: int, remat: str, layers: int | None = None) -> dict[str, Any]:
-        key = (model, batch, remat, layers)
+    def compile(
+        self, model: str, batch: int, remat: str, layers: int | None = None, *, for_flops: bool = True
+    ) -> dict[str, Any]:
+        """``layers``: that many of the preset's, compiled unrolled with XLA's attention where
+        ``for_flops`` (what the FLOP extrapolation needs), else as the trainer runs them."""
+        unrolled = layers is not None and for_flops
+        key = (model, batch, remat, layers) if for_flops else (model, batch, remat, layers, "as run")
         if key in self.runs:
             return self.runs[key]
         shape = preset(model).replace(num_layers=layers) if layers is not None else None
         started = time.monotonic()
-        config = our_config(model, batch, remat, unrolled=layers is not None)
+        config = our_config(model, batch, remat, unrolled=unrolled)
         lowered = training.lower(config, self.devices, shape)
-        dump = self.work / f"dump-{model}-{batch}-{remat}-{layers}"
-        program = compile_one(f"{model} batch {batch} remat {remat}", _Dumping(lowered, dump))
+        dump = self.work / f"dump-{model}-{batch}-{remat}-{layers}-{unrolled}"
+        dumping = _Dumping(lowered, dump)
+        program = compile_one(f"{model} batch {batch} remat {remat}", dumping)
         run = program.to_dict()
+        if program.fits:
+            run["kernels"] = pallas_kernels(dumping.compiled.as_text())
         run["wall_seconds"] = round(time.monotonic() - started, 1)
         run["command"] = (
             our_command(model, batch, remat)
             if layers is None
-            else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}, "
-            "training.attention=xla, training.scan_layers=false"
+            else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}"
+            + (", training.attention=xla, training.scan_layers=false" if unrolled else "")
         )
         run.update(memory_report(dump, "jit_traced"))  # train.step.compile_step's jitted function
         shutil.rmtree(dump, ignore_errors=True)
@@ -371,7 +385,8 @@ def side(backend: Side, model: str, policies: tuple[str, ...], every_policy: boo
         for (m, b, policy, n), r in backend.runs.items()
         if m == model and b == BATCH and n is None
     }
-    out["largest_buffers_1_layer"] = backend.compile(model, BATCH, "full", 1).get("largest_buffers", [])
+    one_layer = backend.compile(model, BATCH, "full", 1, for_flops=False)
+    out["largest_buffers_1_layer"] = one_layer.get("largest_buffers", [])
     return out
 
 

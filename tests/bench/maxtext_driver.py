@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _kernels(text: str) -> dict[str, int]:
+def pallas_kernels(text: str) -> dict[str, int]:
     """The Pallas kernels in the optimized HLO (``tpu_custom_call``s) by name, e.g. MaxText's splash
     attention forward and backward: the evidence of which attention the step runs."""
     counts: dict[str, int] = {}
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
         flops=float(cost.get("flops", 0.0)),
         bytes_accessed=float(cost.get("bytes accessed", 0.0)),
         optimal_seconds=float(cost.get("optimal_seconds", 0.0)),
-        kernels=_kernels(compiled.as_text()),
+        kernels=pallas_kernels(compiled.as_text()),
     )
     print(json.dumps(out), flush=True)
     return 0

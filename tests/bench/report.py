@@ -239,6 +239,12 @@ def _flops(f: dict[str, Any]) -> tuple[str, str, str]:
     )
 
 
+def _kernels(run: dict[str, Any]) -> str:
+    if "kernels" not in run:
+        return "-"  # no compiled program, or a run from before kernels were counted
+    return ", ".join(f"{k} x{n}" for k, n in run["kernels"].items()) or "none (XLA ops only)"
+
+
 def _buffers(rows: list[dict[str, Any]]) -> str:
     return "; ".join(f"{_gib(r['bytes'])}: {r['shapes']}" for r in rows[:4]) or "-"
 
@@ -350,8 +356,8 @@ def maxtext_section(r: dict[str, Any]) -> list[str]:
             ),
             (
                 "Pallas kernels in the step",
-                ", ".join(f"{k} x{n}" for k, n in mt["batch_2_full"].get("kernels", {}).items()) or "none",
-                "none (XLA ops only)",
+                _kernels(mt["batch_2_full"]),
+                _kernels(ours["batch_2_full"]),
             ),
             (
                 "largest buffers, 1-layer step (XLA's memory-usage report)",
