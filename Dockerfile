@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # Two images from one file (make docker-build builds both):
 #   docker build --target operator -t gemma-operator .                       kopf operator, no JAX
 #   docker build --target runtime --build-arg JAX_VARIANT=tpu -t gemma-runtime .   JAX runtime
@@ -10,6 +9,11 @@
 # source is copied, so editing code reuses the dependency layer. Both images run as the non-root user
 # 65532 and write nothing outside /tmp, so they run with a read-only root filesystem.
 
+# Behind a TLS-intercepting proxy, pip needs the proxy's CA: pass it as a BuildKit secret, never a layer:
+#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt ...
+# (make docker-build does when PIP_CA names a file). No `# syntax=` line: BuildKit's built-in frontend
+# has RUN --mount, and a syntax image would have to be pulled, which an offline builder cannot.
+#
 # Pinned: an exact Python release on a fixed Debian release (pass PYTHON_IMAGE=...@sha256:... to pin
 # the digest as well).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -32,8 +36,9 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY constraints.txt ./
 COPY operator/pyproject.toml operator/README.md operator/
 # Dependencies only: a stub package with the same metadata resolves them, then goes away.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    mkdir -p operator/src/gemma_operator \
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && mkdir -p operator/src/gemma_operator \
     && echo '__version__ = "0"' > operator/src/gemma_operator/__init__.py \
     && pip install -c constraints.txt ./operator \
     && pip uninstall -y gemma-operator
@@ -45,7 +50,8 @@ COPY runtime/src/gemma_runtime/__init__.py runtime/src/gemma_runtime/py.typed \
      runtime/src/gemma_runtime/accelerators.py runtime/src/gemma_runtime/memory.py \
      runtime/src/gemma_runtime/metric_names.py runtime/src/gemma_runtime/
 COPY operator/src operator/src
-RUN pip install --no-cache-dir --no-deps ./operator ./runtime \
+RUN --mount=type=secret,id=pip-ca if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && pip install --no-cache-dir --no-deps ./operator ./runtime \
     && python -m compileall -q /opt/venv
 
 FROM base AS operator
@@ -76,14 +82,16 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY constraints.txt ./
 COPY runtime/pyproject.toml runtime/README.md runtime/
 # Dependencies only (jax pinned by constraints.txt; the accelerator plugin matches that jax).
-RUN --mount=type=cache,target=/root/.cache/pip \
-    mkdir -p runtime/src/gemma_runtime \
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && mkdir -p runtime/src/gemma_runtime \
     && echo '__version__ = "0"' > runtime/src/gemma_runtime/__init__.py \
     && pip install -c constraints.txt ./runtime \
     && if [ "${JAX_VARIANT}" != "cpu" ]; then pip install -c constraints.txt "jax[${JAX_VARIANT}]"; fi \
     && pip uninstall -y gemma-runtime
 COPY runtime/src runtime/src
-RUN pip install --no-cache-dir --no-deps ./runtime \
+RUN --mount=type=secret,id=pip-ca if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && pip install --no-cache-dir --no-deps ./runtime \
     && python -m compileall -q /opt/venv
 
 FROM base AS runtime

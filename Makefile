@@ -74,6 +74,20 @@ verify: manifests ## Regenerate everything generated and fail if git sees a diff
 
 ##@ Local cluster (real control plane built from Go modules)
 
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables docker.io debootstrap gcc libc6-dev
+
+.PHONY: node-deps
+node-deps: ## Install the real-pod tier's Debian packages (containerd, runc, CNI plugins, iptables, docker.io, debootstrap) without starting any service; needs root.
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "node-deps: installed"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ]; then \
+		echo "node-deps: install these as root with apt-get: $$missing" >&2; exit 1; fi; \
+	echo "node-deps: installing" $$missing; \
+	policy=/usr/sbin/policy-rc.d; own=0; \
+	if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; own=1; fi; \
+	status=0; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || status=$$?; \
+	if [ $$own = 1 ]; then rm -f $$policy; fi; exit $$status
+
 .PHONY: cluster-binaries
 cluster-binaries: $(STAMP) ## Find or build etcd, kube-*, kubectl, kwok, helm, fake-gcs-server, gcsfuse, JobSet and the Inference Gateway's endpoint picker into ~/.cache/gemma-operator.
 	$(PY) -m tests.cluster.harness binaries
@@ -121,11 +135,9 @@ NAMESPACE ?= gemma-system
 HELM ?= $(or $(shell command -v helm 2>/dev/null),$(shell $(PY) -m tests.cluster.harness binaries 2>/dev/null)/helm)
 
 .PHONY: docker-build docker-push kind-create kind-load kind-delete deploy undeploy helm-lint test-e2e
-docker-build: ## Build the operator and runtime images as IMG:TAG and RUNTIME_IMG:TAG (JAX_VARIANT=cpu|cuda12|tpu).
-	$(DOCKER) build --target operator --build-arg VERSION=$(TAG) --build-arg REVISION=$(REVISION) \
-		-t $(IMG):$(TAG) .
-	$(DOCKER) build --target runtime --build-arg VERSION=$(TAG) --build-arg REVISION=$(REVISION) \
-		--build-arg JAX_VARIANT=$(JAX_VARIANT) -t $(RUNTIME_IMG):$(TAG) .
+docker-build: $(STAMP) ## Build IMG:TAG and RUNTIME_IMG:TAG (JAX_VARIANT=cpu|cuda12|tpu) with BuildKit: the engine that answers, else dockerd started here; the public Python base, else one made with debootstrap; pip's CA bundle as a build secret.
+	$(PY) -m tests.cluster.harness images --operator-image $(IMG):$(TAG) --runtime-image $(RUNTIME_IMG):$(TAG) \
+		--jax-variant $(JAX_VARIANT)
 
 docker-push: ## Push IMG:TAG and RUNTIME_IMG:TAG.
 	$(DOCKER) push $(IMG):$(TAG)

@@ -91,6 +91,8 @@ INVALID = [
     Invalid("mesh-two-fills", TPU_TRAINING, {"parallelism": {"data": -1, "fsdp": -1}}, "spec.parallelism", "at most one of data, fsdp and tensor may be -1", "at most one of data, fsdp and tensor may be -1"),
     Invalid("mesh-zero", TPU_TRAINING, {"parallelism": {"tensor": 0}}, "spec.parallelism.tensor", "must be -1 (fill) or a positive integer", "must be -1 (fill) or a positive integer"),
     Invalid("multislice-single-host", TPU_TRAINING, {"accelerator": {"topology": "2x4", "numSlices": 2}, "parallelism": {"data": 2, "fsdp": -1}}, "spec.accelerator.numSlices", "numSlices > 1 needs a multi-host TPU slice", "numSlices > 1 needs a multi-host TPU slice"),
+    Invalid("hosts-on-tpu", TPU_TRAINING, {"accelerator": {"hosts": 2}}, "spec.accelerator.hosts", "hosts applies only to cpu", "hosts applies only to cpu"),
+    Invalid("server-hosts", TINY_SERVER, {"accelerator": {"hosts": 2}}, "spec.accelerator.hosts", "unknown field", "unknown field"),
     Invalid("steps", TINY_TRAINING, {"training": {"steps": 0}}, "spec.training.steps", "greater than or equal to 1", "greater than or equal to 1"),
     Invalid("dataset-format", TINY_TRAINING, {"dataset": {"format": "parquet"}}, "spec.dataset.format", "Unsupported value", "unsupported value"),
     Invalid("dataset-missing", TINY_TRAINING, {"dataset": DELETE}, "spec.dataset", "Required value", "Field required"),

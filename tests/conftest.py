@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-TIER_FOLDERS = {"runtime": "runtime", "cluster": "cluster", "e2e": "e2e", "tpu": "tpu", "gpu": "gpu"}
+TIER_FOLDERS = {
+    "runtime": "runtime", "cluster": "cluster", "e2e": "e2e", "pods": "pods", "tpu": "tpu", "gpu": "gpu"
+}  # fmt: skip
 TESTS_ROOT = Path(__file__).parent
 
 # The test environment has libtpu (for the tpu tier's compiler): without a platform named, every JAX
@@ -76,7 +78,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     empty = [tier for tier in required if counts.get(tier, 0) == 0]
     if empty:
         raise pytest.UsageError(f"GEMMA_REQUIRE_TIERS: no test selected in tier(s) {', '.join(empty)}")
-    if counts.get("cluster") and not session.config.option.collectonly:
+    if (counts.get("cluster") or counts.get("pods")) and not session.config.option.collectonly:
         _build_cluster_parts(session.config)
 
 

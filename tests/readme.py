@@ -75,7 +75,10 @@ ELSEWHERE = {
         "tests/cluster/chart/test_install.py",
         "installs into gemma-system like the quickstart's helm install: the chart tier applies it",
     ),
-    "make docker-build": ("tests/e2e/test_kind.py", "needs Docker: the kind tier builds both images"),
+    "make docker-build": (
+        "tests/pods/conftest.py",
+        "the real-pod tier builds both images the same way (tests.cluster.harness.images), for its own tags",
+    ),
     "make kind-create": ("tests/e2e/test_kind.py", "needs Docker: the kind tier creates a cluster"),
     "make kind-demo": ("tests/e2e/test_kind.py", "needs Docker: the kind tier runs the same steps"),
 }

@@ -48,11 +48,13 @@ class FakeHub:
     requests: Counter[str] = dataclasses.field(default_factory=Counter)
     auth: dict[str, str | None] = dataclasses.field(default_factory=dict)  # path -> last Authorization
     port: int = 0
+    host: str = "127.0.0.1"  # where it listens (set by ``serving``)
+    cdn_host: str = "localhost"  # LFS files redirect here: another name for this server, as the Hub's CDN
     on_file: Callable[[str], None] | None = None  # called before a file is served (tests pause here)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def commit(self, repo: str, revision: str) -> str:
         return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
@@ -146,7 +148,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if _is_lfs(name):  # like the Hub: LFS files come from a CDN on another host
                 self.send_response(302)
                 digest = hashlib.sha256(data).hexdigest()
-                self.send_header("Location", f"http://localhost:{hub.port}/cdn/{digest}")
+                self.send_header("Location", f"http://{hub.cdn_host}:{hub.port}/cdn/{digest}")
                 self.send_header("Content-Length", "0")
                 return self.end_headers()
             return self._send(200, hub.served(name, data))
@@ -174,7 +176,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 def serving(hub: FakeHub, host: str = "127.0.0.1") -> Iterator[FakeHub]:
     """Serve ``hub`` on ``host`` (a free port) until the block ends."""
     server = ThreadingHTTPServer((host, 0), _handler(hub))
-    hub.port = server.server_address[1]
+    hub.host, hub.port = host, server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:

@@ -1,5 +1,5 @@
-"""`python -m tests.cluster.harness binaries | up | demo` (what `make cluster-binaries`, `make cluster`
-and `make demo` run)."""
+"""`python -m tests.cluster.harness binaries | up | demo | images` (what `make cluster-binaries`,
+`make cluster`, `make demo` and `make docker-build` run)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.cluster.harness import demo
+from tests.cluster.harness import demo, images
 from tests.cluster.harness.binaries import BuildError, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.parts import build_all
@@ -36,7 +36,10 @@ def _up() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster.harness")
-    parser.add_argument("command", choices=["binaries", "up", "demo"])
+    parser.add_argument("command", choices=["binaries", "up", "demo", "images"])
+    parser.add_argument("--operator-image", default=images.OPERATOR_IMAGE, help="images: operator tag")
+    parser.add_argument("--runtime-image", default=images.RUNTIME_IMAGE, help="images: runtime tag")
+    parser.add_argument("--jax-variant", default="cpu", help="images: the runtime's JAX (cpu, cuda12, tpu)")
     args = parser.parse_args(argv)
     try:
         if args.command == "binaries":
@@ -47,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(ensure_binaries())  # stdout: the control plane's folder (the Makefile's helm is there)
             return 0
-        if args.command == "up":
-            return _up()
-        return demo.run()
+        if args.command == "images":
+            return images.main(args.operator_image, args.runtime_image, args.jax_variant)
+        return _up() if args.command == "up" else demo.run()
     except BuildError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -215,7 +215,10 @@ def _version_ldflags(version: str) -> str:
     return "-s -w " + " ".join(flags)
 
 
-def _build_kubernetes(work: Path, target: Path, versions: Versions, log: Log) -> None:
+def _build_kubernetes(
+    work: Path, target: Path, versions: Versions, log: Log, commands: tuple[str, ...] = KUBE_COMMANDS
+) -> None:
+    """``k8s.io/kubernetes/cmd/<command>`` for each of ``commands``, built into ``target``."""
     mod = work / "kubernetes"
     mod.mkdir()
     k8s = versions.kubernetes
@@ -226,7 +229,7 @@ def _build_kubernetes(work: Path, target: Path, versions: Versions, log: Log) ->
     (mod / "go.mod").write_text(
         f"module gemma-operator.local/k8s-build\n\ngo 1.26\n\nreplace (\n{replaces}\n)\n"
     )
-    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_COMMANDS]
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in commands]
     _go(["get", *[f"{p}@{k8s}" for p in packages]], mod, log)
     _go(
         [

@@ -1,5 +1,7 @@
 """Certificates and keys for a throw-away control plane: one CA, the API server's serving
-certificate, and the service-account signing key pair. Written once per cluster into its folder."""
+certificate, and the service-account signing key pair, written once per cluster into its folder; and
+client certificates signed by that CA for the components that log in with one (a kubelet, kube-proxy,
+the API server calling kubelets)."""
 
 from __future__ import annotations
 
@@ -26,12 +28,16 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
     path.chmod(0o600)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
-def write_pki(folder: Path, service_ip: str) -> dict[str, Path]:
-    """Create ``ca.crt``, ``apiserver.crt/key`` and ``sa.key/pub`` in ``folder``; return their paths."""
+def write_pki(folder: Path, service_ip: str, addresses: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Create ``ca.crt``, ``apiserver.crt/key`` (valid for loopback, ``service_ip`` and ``addresses``)
+    and ``sa.key/pub`` in ``folder``; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=7))
@@ -65,7 +71,7 @@ def write_pki(folder: Path, service_ip: str) -> dict[str, Path]:
 
     server_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in SERVING_DNS]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip)]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip, *addresses)]
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(_name("kube-apiserver"))
@@ -100,3 +106,30 @@ def write_pki(folder: Path, service_ip: str) -> dict[str, Path]:
         )
     )
     return paths
+
+
+def write_client_cert(
+    pki: Path, name: str, common_name: str, organizations: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """``<name>.crt`` and ``<name>.key`` in the folder ``write_pki`` filled: a client certificate for the
+    user ``common_name`` in the groups ``organizations``, signed by its CA."""
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organizations))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    crt, key_path = pki / f"{name}.crt", pki / f"{name}.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return crt, key_path

@@ -106,8 +106,12 @@ class LocalCluster:
         workdir: Path | None = None,
         pools: tuple[NodePool, ...] = DEFAULT_POOLS,
         log: Callable[[str], None] | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
+        """``address``: where the API server listens and what it advertises; loopback unless real pods
+        must reach it (a real node's address, see ``real_node``)."""
         self.bin_dir = bin_dir
+        self.address = address
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="gemma-cluster-"))
         self.pools = pools
@@ -126,7 +130,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def ca_file(self) -> Path:
@@ -184,7 +188,13 @@ class LocalCluster:
             # Turn SIGTERM into an exception so `with` blocks and fixtures tear down.
             signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pki = certs.write_pki(self.workdir / "pki", SERVICE_IP)
+        pki = certs.write_pki(self.workdir / "pki", SERVICE_IP, (self.address,))
+        kubelet_client = certs.write_client_cert(
+            self.workdir / "pki",
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            ("system:masters",),
+        )
         deadline = started + timeout
 
         step = time.monotonic()
@@ -219,20 +229,24 @@ class LocalCluster:
             [
                 self.binary("kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--tls-cert-file={pki['apiserver.crt']}",
                 f"--tls-private-key-file={pki['apiserver.key']}",
                 f"--client-ca-file={pki['ca.crt']}",
                 f"--token-auth-file={tokens}",
-                "--authorization-mode=RBAC",
-                f"--service-account-issuer=https://127.0.0.1:{self.apiserver_port}",
+                "--authorization-mode=Node,RBAC",
+                f"--kubelet-client-certificate={kubelet_client[0]}",
+                f"--kubelet-client-key={kubelet_client[1]}",
+                "--kubelet-preferred-address-types=InternalIP",  # node names resolve nowhere
+                f"--service-account-issuer=https://{self.address}:{self.apiserver_port}",
                 f"--service-account-key-file={pki['sa.pub']}",
                 f"--service-account-signing-key-file={pki['sa.key']}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
+                # The `kubernetes` Service gets an endpoint only where pods can reach it (not loopback).
+                f"--endpoint-reconciler-type={'none' if self.address.startswith('127.') else 'lease'}",
                 "--profiling=false",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 "--v=0",

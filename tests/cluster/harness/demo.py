@@ -174,6 +174,13 @@ def run() -> int:
                 cluster.kubectl("get", "events", "--field-selector", "involvedObject.kind=GemmaServer"),
                 flush=True,
             )
+            print(
+                "(simulated: gemma2-9b-it's pods run on kwok's fake v5e pool, where no container\n"
+                " starts; their init container's download and the runtime's readiness are kwok's\n"
+                " stages, so the Events above report kwok's pod status, not a download that happened.\n"
+                " Real containers: the real-pod tier of make test, on a kubelet node.)",
+                flush=True,
+            )
             banner("a completion from the real gemma-runtime serve (OpenAI-compatible API)")
             serve = runtimes[0].config  # the server starts first
             host = serve["host"]

@@ -14,6 +14,7 @@ from tests.cluster.harness.epp import ensure_epp
 from tests.cluster.harness.gcs import ensure_fake_gcs
 from tests.cluster.harness.gcsfuse import ensure_gcsfuse
 from tests.cluster.harness.jobset import ensure_jobset
+from tests.cluster.harness.node_binaries import ensure_node_binaries
 
 # (what, build): each build returns the cached path, building only what is missing.
 PARTS: list[tuple[str, Callable[[], object]]] = [
@@ -21,6 +22,7 @@ PARTS: list[tuple[str, Callable[[], object]]] = [
     ("Cloud Storage emulator", ensure_fake_gcs),
     ("Cloud Storage FUSE", ensure_gcsfuse),
     ("JobSet controller", ensure_jobset),
+    ("real node (kubelet, kube-proxy, CoreDNS)", ensure_node_binaries),
     ("endpoint picker and ext_proc client", lambda: ensure_epp().epp),
     ("ServiceMonitor CRD", lambda: crd_file(SERVICE_MONITOR)),
     ("InferencePool CRD", lambda: crd_file(INFERENCE_POOL)),

@@ -124,6 +124,14 @@ def single_host_server_rule() -> dict[str, Any]:
     )
 
 
+def cpu_hosts_rule() -> dict[str, Any]:
+    return rule(
+        "self.type == 'cpu' || !has(self.hosts)",
+        "hosts applies only to cpu: a TPU slice's hosts follow from its topology",
+        ".hosts",
+    )
+
+
 def multislice_rule() -> dict[str, Any]:
     return rule(
         f"self.numSlices == 1 || (has(self.topology) && {slice_matches(lambda s: s.hosts > 1)})",

@@ -22,7 +22,9 @@ RETRY_EXIT_CODE = 42
 
 
 class TrainingAcceleratorSpec(AcceleratorSpec):
-    model_config = ConfigDict(json_schema_extra=cel.extra([*cel.accelerator_rules(), cel.multislice_rule()]))
+    model_config = ConfigDict(
+        json_schema_extra=cel.extra([*cel.accelerator_rules(), cel.multislice_rule(), cel.cpu_hosts_rule()])
+    )
 
     num_slices: int = Field(
         1,
@@ -30,9 +32,20 @@ class TrainingAcceleratorSpec(AcceleratorSpec):
         ge=1,
         le=64,
     )
+    hosts: int | None = Field(
+        None,
+        description="CPU hosts (pods) trained together with jax.distributed, as a TPU slice's hosts are "
+        "(cpu only; a slice's hosts follow from its topology). Default 1.",
+        ge=1,
+        le=16,
+    )
 
     @model_validator(mode="after")
     def _check_slices(self) -> TrainingAcceleratorSpec:
+        if self.type != "cpu" and self.hosts is not None:
+            raise FieldError(
+                "hosts", "hosts applies only to cpu: a TPU slice's hosts follow from its topology"
+            )
         tpu = self.slice()
         if self.num_slices > 1 and (tpu is None or tpu.hosts == 1):
             raise FieldError(

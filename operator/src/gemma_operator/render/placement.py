@@ -43,7 +43,9 @@ def resolve(accelerator: AcceleratorSpec) -> ResolvedAccelerator:
             chips_per_host=accelerator.count,
             machine_type=acc.gpu_machine(accelerator.type, accelerator.count),
         )
-    return ResolvedAccelerator(summary="cpu", chips=0, hosts=1, chips_per_host=0, machine_type=None)
+    hosts = getattr(accelerator, "hosts", None) or 1  # GemmaTraining's CPU hosts
+    summary = "cpu" if hosts == 1 else f"cpu ({hosts} hosts)"
+    return ResolvedAccelerator(summary=summary, chips=0, hosts=hosts, chips_per_host=0, machine_type=None)
 
 
 def place(accelerator: AcceleratorSpec, pod: PodOverrides, settings: Settings) -> Placement:

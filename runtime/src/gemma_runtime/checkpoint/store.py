@@ -23,7 +23,6 @@ from gemma_runtime.checkpoint.params import (
     abstract_model,
     check_complete,
     check_tensor,
-    flat_params,
     load,
     variables,
 )
@@ -39,17 +38,20 @@ def is_ours(path: Path) -> bool:
 
 
 def save(model: Transformer, directory: Path) -> Path:
-    """Write ``directory/config.json`` and ``directory/params`` (Orbax); returns the directory."""
+    """Write ``directory/config.json`` and ``directory/params`` (Orbax); returns the directory. In a run of
+    several processes every process calls it: each writes the shards it holds (no process can read the
+    others' to the host), and process 0 the config."""
     import orbax.checkpoint as ocp
 
     directory = directory.absolute()
     directory.mkdir(parents=True, exist_ok=True)
-    params = flat_params(model)
+    params = {name: var[...] for name, var in variables(model).items()}
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(directory / "params", params, force=True)
-    (directory / "config.json").write_text(
-        json.dumps({"format": FORMAT, "model": model.config.to_dict()}, indent=2)
-    )
+    if jax.process_index() == 0:
+        (directory / "config.json").write_text(
+            json.dumps({"format": FORMAT, "model": model.config.to_dict()}, indent=2)
+        )
     return directory
 
 

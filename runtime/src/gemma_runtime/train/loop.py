@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -48,10 +49,21 @@ class Result:
 
 
 class Stop:
-    """Set by SIGTERM (or a test): the loop saves and leaves after the current step."""
+    """Set by SIGTERM (or a test): the loop saves and leaves after the current step. In a run of several
+    processes, one process's request stops them all at the same step (the save is collective: a process
+    saving alone would wait for the others until the kubelet kills it)."""
 
     def __init__(self) -> None:
         self.requested = threading.Event()
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop; every process calls it once per step."""
+        requested = self.requested.is_set()
+        if jax.process_count() == 1:
+            return requested
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array([requested]))))
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -206,7 +218,8 @@ class Training:
             else:
                 rate.add(self.tokens_per_step)
             self.metrics.tokens.inc(self.tokens_per_step)
-            if done % every == 0 or done in (start + 1, total) or stop.requested.is_set():
+            stopping = stop.agreed() and done < total
+            if done % every == 0 or done in (start + 1, total) or stopping:
                 got = {k: float(v) for k, v in jax.device_get(figures).items()}
                 self.metrics.step_seconds.observe(time.monotonic() - begun)
                 self._report(done, got, rate.take() if done > start + 1 else None, bar, out)
@@ -215,8 +228,9 @@ class Training:
             if self.ckpts is not None:
                 self._committed()
             self.result.steps = done
-            if stop.requested.is_set() and done < total:
-                log.warning("stop requested (SIGTERM): saving step %d before exit", done)
+            if stopping:
+                asked = "SIGTERM" if stop.requested.is_set() else "SIGTERM to another process"
+                log.warning("stop requested (%s): saving step %d before exit", asked, done)
                 self._checkpoint(done)
                 self.result.interrupted = True
                 return
