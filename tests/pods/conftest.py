@@ -24,15 +24,10 @@ from tests.cluster.chart.helm import Helm
 from tests.cluster.conftest import _report
 from tests.cluster.harness.binaries import BuildError
 from tests.cluster.harness.control_plane import LocalCluster
-from tests.cluster.harness.images import OPERATOR_IMAGE, RUNTIME_IMAGE
-from tests.cluster.harness.pods import RealCluster, real_cluster
+from tests.cluster.harness.pods import RESTRICTED, RealCluster, install_operator, real_cluster
 from tests.cluster.harness.real_node import unavailable_reason
 from tests.cluster.harness.required import required
-from tests.unit.packaging.generate import CHART, NAMESPACE, RELEASE
-
-RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
-# The node has the machine's two cores: every runtime pod asks for a slice of them.
-RUNTIME_CPU, RUNTIME_MEMORY = "250m", "1Gi"
+from tests.unit.packaging.generate import NAMESPACE
 
 
 def _available() -> None:
@@ -64,19 +59,7 @@ def helm(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Hel
 @pytest.fixture(scope="package")
 def installed(cluster: LocalCluster, helm: Helm) -> LocalCluster:
     """`helm install` of the chart with our images into a restricted namespace; the operator Ready."""
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    cluster.kubectl("label", "namespace", NAMESPACE, RESTRICTED)
-    repository, _, tag = OPERATOR_IMAGE.rpartition(":")
-    runtime_repository, _, runtime_tag = RUNTIME_IMAGE.rpartition(":")
-    values = {
-        "image.repository": repository, "image.tag": tag,
-        "runtime.image.repository": runtime_repository, "runtime.image.tag": runtime_tag,
-        "runtime.cpuRequest": RUNTIME_CPU, "runtime.memoryRequest": RUNTIME_MEMORY,
-        "operator.resyncSeconds": "10", "operator.progressSeconds": "3",
-    }  # fmt: skip
-    flags = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
-    helm.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags, "--wait", "--timeout", "5m",
-             timeout=360)  # fmt: skip
+    install_operator(cluster, helm)
     return cluster
 
 

@@ -14,10 +14,11 @@ import yaml
 from gemma_runtime.variants import tiny_config
 from tests.api_cases import REPO
 from tests.cluster.harness.control_plane import LocalCluster
+from tests.cluster.harness.pods import RUNTIME_CPU
 from tests.cluster.harness.real_node import NODE_IP, NODE_NAME
 from tests.fakes.checkpoints import write_hf
 from tests.fakes.hub import PRIVATE, TOKEN, FakeHub, FakeRepo, serving
-from tests.pods.conftest import RUNTIME_CPU, apply, get, pods, wait_phase
+from tests.pods.conftest import apply, get, pods, wait_phase
 
 SAMPLES = REPO / "manifests" / "samples"
 TINY_TOKENIZER = REPO / "runtime" / "src" / "gemma_runtime" / "data"

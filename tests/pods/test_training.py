@@ -12,8 +12,9 @@ import yaml
 
 from tests.api_cases import REPO
 from tests.cluster.harness.control_plane import LocalCluster
+from tests.cluster.harness.pods import RUNTIME_CPU
 from tests.cluster.harness.real_node import NODE_NAME
-from tests.pods.conftest import RUNTIME_CPU, apply, get, pods, wait_phase
+from tests.pods.conftest import apply, get, pods, wait_phase
 
 STEPS, INTERVAL = 300, 25
 

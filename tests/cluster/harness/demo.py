@@ -124,6 +124,18 @@ def watch(
 
 
 def run() -> int:
+    """On real pods where a real node can run here; else the runtimes as processes on fake pods' IPs."""
+    from tests.cluster.harness import demo_pods
+    from tests.cluster.harness.real_node import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        return demo_pods.run()
+    print(f"(no real pods here: {reason}; the tiny server and training run as processes on fake pods' IPs)")
+    return _run_simulated()
+
+
+def _run_simulated() -> int:
     with LocalCluster() as cluster:
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in cluster.timings.items())
         banner(f"control plane ready ({timings})")

@@ -10,16 +10,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.cluster.chart.helm import Helm
 from tests.cluster.harness import images
 from tests.cluster.harness.binaries import Log, _stderr, ensure_binaries
 from tests.cluster.harness.control_plane import LocalCluster
 from tests.cluster.harness.node_binaries import ensure_node_binaries
 from tests.cluster.harness.nodes import DEFAULT_POOLS, NodePool
 from tests.cluster.harness.real_node import NODE_IP, RealNode, node_network
+from tests.unit.packaging.generate import CHART, NAMESPACE, RELEASE
 
 # Every fake pool but the CPU one: CPU pods must land on the real node.
 FAKE_POOLS = tuple(pool for pool in DEFAULT_POOLS if pool.name != "cpu")
 IMAGES = (images.OPERATOR_IMAGE, images.RUNTIME_IMAGE)
+RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+# The node has the machine's two cores: every runtime pod asks for a slice of them.
+RUNTIME_CPU, RUNTIME_MEMORY = "250m", "1Gi"
 
 
 @dataclasses.dataclass
@@ -52,3 +57,21 @@ def real_cluster(log: Log = _stderr, pools: tuple[NodePool, ...] = FAKE_POOLS) -
             timings.update({f"node {k}": v for k, v in node.timings.items()})
             timings["total"] = time.monotonic() - started
             yield RealCluster(cluster, node, docker, timings)
+
+
+def install_operator(cluster: LocalCluster, helm: Helm) -> None:
+    """`helm install` of the chart with our images into NAMESPACE, labelled to enforce the restricted Pod
+    Security Standard; returns once the operator is Ready."""
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    cluster.kubectl("label", "namespace", NAMESPACE, RESTRICTED)
+    repository, _, tag = images.OPERATOR_IMAGE.rpartition(":")
+    runtime_repository, _, runtime_tag = images.RUNTIME_IMAGE.rpartition(":")
+    values = {
+        "image.repository": repository, "image.tag": tag,
+        "runtime.image.repository": runtime_repository, "runtime.image.tag": runtime_tag,
+        "runtime.cpuRequest": RUNTIME_CPU, "runtime.memoryRequest": RUNTIME_MEMORY,
+        "operator.resyncSeconds": "10", "operator.progressSeconds": "3",
+    }  # fmt: skip
+    flags = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
+    helm.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, *flags, "--wait", "--timeout", "5m",
+             timeout=360)  # fmt: skip
