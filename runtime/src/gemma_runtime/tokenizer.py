@@ -157,6 +157,24 @@ class Tokenizer:
         return ids
 
 
+def _split_system(messages: Sequence[Mapping[str, str]]) -> tuple[str | None, list[tuple[int, str, str]]]:
+    """A leading system message's content, and (index, role, content) of the others; both templates allow
+    a system message only first."""
+    if not messages:
+        raise ValueError("a chat needs at least one user message")
+    system: str | None = None
+    rest: list[tuple[int, str, str]] = []
+    for index, message in enumerate(messages):
+        role, content = _role_and_content(index, message)
+        if role != "system":
+            rest.append((index, role, content))
+        elif index == 0:
+            system = content
+        else:
+            raise ValueError(f"message {index}: only the first message may have the role 'system'")
+    return system, rest
+
+
 def chat_prompt(messages: Sequence[Mapping[str, str]]) -> str:
     """Gemma's chat template: ``<bos>``, then ``<start_of_turn>{user|model}\\n{text}<end_of_turn>\\n``
     per message, then an open ``<start_of_turn>model\\n`` for the answer.
@@ -166,17 +184,9 @@ def chat_prompt(messages: Sequence[Mapping[str, str]]) -> str:
     by a blank line. As in Gemma's own template, content is stripped and turns must alternate, starting
     and ending with the user.
     """
-    if not messages:
-        raise ValueError("a chat needs at least one user message")
-    system: str | None = None
+    system, others = _split_system(messages)
     turns: list[tuple[str, str]] = []
-    for index, message in enumerate(messages):
-        role, content = _role_and_content(index, message)
-        if role == "system":
-            if index != 0:
-                raise ValueError(f"message {index}: only the first message may have the role 'system'")
-            system = content
-            continue
+    for index, role, content in others:
         expected = "user" if len(turns) % 2 == 0 else "assistant"
         if role != expected:
             raise ValueError(
@@ -207,18 +217,8 @@ def gemma4_chat_prompt(
     consecutive assistant messages make one model turn. Turns need not alternate, but the last is the
     user's, which the model then answers.
     """
-    if not messages:
-        raise ValueError("a chat needs at least one user message")
-    system: str | None = None
-    turns: list[tuple[str, str]] = []
-    for index, message in enumerate(messages):
-        role, content = _role_and_content(index, message)
-        if role == "system":
-            if index != 0:
-                raise ValueError(f"message {index}: only the first message may have the role 'system'")
-            system = content
-        else:
-            turns.append((role, _drop_thoughts(content) if role == "assistant" else content))
+    system, others = _split_system(messages)
+    turns = [(role, _drop_thoughts(text) if role == "assistant" else text) for _, role, text in others]
     if not turns or turns[-1][0] != "user":
         raise ValueError("a chat prompt must end with a user message, which the model then answers")
     parts = [BOS_PIECE]
