@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -293,7 +294,7 @@ class RealNode:
         if any(c.name == "kube-proxy" for c in self.components):
             subprocess.run([str(self.bin_dir / "kube-proxy"), "--cleanup"], capture_output=True, check=False)
         self.components.clear()
-        _remove_kube_chains()
+        _remove_own_chains()
         _kill_shims(str(self.socket))
         for root in (self.workdir, self.state):
             _unmount_under(root)
@@ -388,18 +389,22 @@ def _netns() -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def _remove_kube_chains() -> None:
-    """Every KUBE-* iptables chain, and the rules that jump to one (what kube-proxy --cleanup leaves)."""
+OWN_CHAINS = ("KUBE-", "CNI-")  # the kubelet's and kube-proxy's; the CNI firewall plugin's
+
+
+def _remove_own_chains() -> None:
+    """Every KUBE-* and CNI-* iptables chain and the rules that jump to one: what kube-proxy --cleanup
+    leaves, and the firewall plugin's per-pod rules of pods that went with containerd."""
     for command in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle"):
             rules = subprocess.run([command, "-t", table, "-S"], capture_output=True, text=True, check=False)
             lines = rules.stdout.splitlines()
             for line in lines:
-                parts = line.split()
-                jumps = "-j" in parts and parts[parts.index("-j") + 1].startswith("KUBE-")
-                if parts[:1] == ["-A"] and jumps and not parts[1].startswith("KUBE-"):
+                parts = shlex.split(line)  # comments are quoted
+                jumps = "-j" in parts and parts[parts.index("-j") + 1].startswith(OWN_CHAINS)
+                if parts[:1] == ["-A"] and jumps and not parts[1].startswith(OWN_CHAINS):
                     subprocess.run([command, "-t", table, "-D", *parts[1:]], capture_output=True, check=False)
-            chains = [line.split()[1] for line in lines if line.startswith("-N KUBE-")]
+            chains = [line.split()[1] for line in lines if line.startswith(("-N KUBE-", "-N CNI-"))]
             for flag in ("-F", "-X"):
                 for chain in chains:
                     subprocess.run([command, "-t", table, flag, chain], capture_output=True, check=False)
