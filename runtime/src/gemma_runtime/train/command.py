@@ -34,11 +34,26 @@ def sample_data() -> Path:
     return Path(str(resources.files("gemma_runtime") / "data" / "sample.txt"))
 
 
+# The flags' defaults when no --config is given; with --config only the flags given override the file.
+DEFAULTS: dict[str, Any] = {
+    "variant": "tiny",
+    "steps": 100,
+    "batch_size": 8,
+    "seq_len": 128,
+    "learning_rate": 3e-3,
+    "warmup_steps": 10,
+    "precision": "f32",
+    "mesh": "1,-1,1",
+    "checkpoint_every": 100,
+    "host": "127.0.0.1",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, help="a TrainConfig YAML file (other model/data flags are ignored)"
+        "--config", type=Path, help="a TrainConfig YAML file (what the operator writes); flags override it"
     )
-    parser.add_argument("--variant", default="tiny", help="model preset (default tiny)")
+    parser.add_argument("--variant", help="model preset (default tiny)")
     parser.add_argument(
         "--checkpoint", help="start from this checkpoint (fine-tuning); default: random weights"
     )
@@ -47,23 +62,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, help="a .txt/.jsonl file or folder (default: the shipped sample text)"
     )
     parser.add_argument("--data-format", choices=["text", "jsonl"], help="default: from the file suffix")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
-    parser.add_argument("--batch-size", type=int, default=8, help="global batch, sequences (default 8)")
-    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
-    parser.add_argument("--learning-rate", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    parser.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps (default 10)")
-    parser.add_argument(
-        "--precision", choices=["f32", "bf16"], default="f32", help="compute dtype (default f32)"
-    )
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 100)")
+    parser.add_argument("--batch-size", type=int, help="global batch, sequences (default 8)")
+    parser.add_argument("--seq-len", type=int, help="tokens per sequence (default 128)")
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (default 3e-3)")
+    parser.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 10)")
+    parser.add_argument("--precision", choices=["f32", "bf16"], help="compute dtype (default f32)")
     parser.add_argument(
         "--lora-rank", type=int, help="train LoRA adapters of this rank instead of all weights"
     )
-    parser.add_argument("--mesh", default="1,-1,1", help="data,fsdp,tensor (-1 fills; default 1,-1,1)")
+    parser.add_argument("--mesh", help="data,fsdp,tensor (-1 fills; default 1,-1,1)")
     parser.add_argument("--output", type=Path, help="checkpoint folder (resumes from it); default: none")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     parser.add_argument("--metrics-file", type=Path, help="append one JSON object per logged step")
     parser.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
-    parser.add_argument("--host", default="127.0.0.1", help="progress endpoint address (default 127.0.0.1)")
+    parser.add_argument("--host", help="progress endpoint address (default 127.0.0.1, or the config's)")
     parser.add_argument("--port", type=int, help="progress endpoint port (default: none by hand, config's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
     parser.add_argument(
@@ -80,43 +93,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
+    """The config file (if any) with the flags given laid over it, else the flags with their defaults;
+    raises ConfigError naming the problem."""
     if args.config is not None:
-        config = load_train_config(args.config)
-        update = {"port": args.port, "compilation_cache": getattr(args, "compilation_cache", None)}
-        return config.model_copy(update={k: v for k, v in update.items() if v is not None})
-    data = args.data or sample_data()
-    fmt = args.data_format or ("jsonl" if data.suffix in (".jsonl", ".json") else "text")
+        base = load_train_config(args.config).model_dump()
+        given = vars(args)
+    else:
+        base = {"name": "cli", "model": {}, "data": {}, "training": {"remat": "none"}, "port": 0}
+        given = {**vars(args), **{k: v for k, v in DEFAULTS.items() if getattr(args, k) is None}}
+        given["data"] = args.data or sample_data()
     try:
-        data_axis, fsdp, tensor = (int(v) for v in args.mesh.split(","))
-    except ValueError:
-        raise ConfigError(f"--mesh {args.mesh!r}: expected three integers data,fsdp,tensor") from None
-    document: dict[str, Any] = {
-        "name": "cli",
-        "model": {"variant": args.variant, "checkpoint": args.checkpoint, "tokenizer": args.tokenizer},
-        "data": {"path": str(data), "format": fmt},
-        "training": {
-            "steps": args.steps,
-            "global_batch_size": args.batch_size,
-            "sequence_length": args.seq_len,
-            "learning_rate": args.learning_rate,
-            "warmup_steps": args.warmup_steps,
-            "precision": args.precision,
-            "remat": "none",
-            **({"lora": {"rank": args.lora_rank}} if args.lora_rank else {}),
-        },
-        "mesh": {"data": data_axis, "fsdp": fsdp, "tensor": tensor},
-        "checkpoints": {
-            "directory": str(args.output) if args.output else None,
-            "interval_steps": args.checkpoint_every,
-        },
-        "host": args.host,
-        "port": args.port or 0,
-        "compilation_cache": getattr(args, "compilation_cache", None),
-    }
-    try:
+        document = _merge(base, _flags_document(given))
         return TrainConfig.model_validate(document)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _flags_document(flags: dict[str, Any]) -> dict[str, Any]:
+    """The config fields the flags set (None: not given)."""
+    data_path = flags.get("data")
+    data_format = flags.get("data_format")
+    if data_path is not None and data_format is None:
+        data_format = "jsonl" if Path(data_path).suffix in (".jsonl", ".json") else "text"
+    mesh: dict[str, int] | None = None
+    if flags.get("mesh") is not None:
+        try:
+            data_axis, fsdp, tensor = (int(v) for v in flags["mesh"].split(","))
+        except ValueError:
+            raise ConfigError(f"--mesh {flags['mesh']!r}: expected three integers data,fsdp,tensor") from None
+        mesh = {"data": data_axis, "fsdp": fsdp, "tensor": tensor}
+    output = flags.get("output")
+    return {
+        "model": {
+            "variant": flags.get("variant"),
+            "checkpoint": flags.get("checkpoint"),
+            "tokenizer": flags.get("tokenizer"),
+        },
+        "data": {"path": None if data_path is None else str(data_path), "format": data_format},
+        "training": {
+            "steps": flags.get("steps"),
+            "global_batch_size": flags.get("batch_size"),
+            "sequence_length": flags.get("seq_len"),
+            "learning_rate": flags.get("learning_rate"),
+            "warmup_steps": flags.get("warmup_steps"),
+            "precision": flags.get("precision"),
+            "lora": {"rank": flags["lora_rank"]} if flags.get("lora_rank") else None,
+        },
+        "mesh": mesh,
+        "checkpoints": {
+            "directory": None if output is None else str(output),
+            "interval_steps": flags.get("checkpoint_every"),
+        },
+        "host": flags.get("host"),
+        "port": flags.get("port"),
+        "compilation_cache": flags.get("compilation_cache"),
+    }
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with every non-None value of ``overrides`` laid over it, section by section."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict | None):
+            merged[key] = _merge(merged.get(key) or {}, value)
+        elif value is not None:
+            merged[key] = value
+    return merged
 
 
 def run(args: argparse.Namespace) -> int:
