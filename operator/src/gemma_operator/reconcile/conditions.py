@@ -64,21 +64,24 @@ def transitions(
     warnings: Mapping[str, bool],
     announced: Collection[str] = (),
 ) -> list[EventSpec]:
-    """One Event per condition whose status or reason changed. ``warnings[type]`` says which status of
-    that condition is bad news (e.g. Degraded=True, Ready=False); a condition of an ``announced`` type is
-    news from its first status on, False too (it appears with an opt-in field, not with the resource)."""
+    """One Event per condition whose status changed, or whose reason changed while it is True or in its
+    bad state. ``warnings[type]`` says which status of that condition is bad news (e.g. Degraded=True,
+    Ready=False); a condition of an ``announced`` type is news from its first status on, False too (it
+    appears with an opt-in field, not with the resource)."""
     old = {c.get("type"): c for c in previous}
     events = []
     for cond in current:
         before = old.get(cond["type"])
-        if before is not None and (before.get("status"), before.get("reason")) == (
-            cond["status"],
-            cond["reason"],
-        ):
-            continue
+        bad = warnings.get(cond["type"])
+        if before is not None and before.get("status") == cond["status"]:
+            if before.get("reason") == cond["reason"]:
+                continue
+            # A False condition that is not bad news (Failed=False while a run goes from Running to
+            # Pending) carries the phase's reason only for readers of the status: not an Event.
+            if cond["status"] != "True" and bad is not False:
+                continue
         if before is None and cond["status"] != "True" and cond["type"] not in announced:
             continue  # a new resource starts with everything False: nothing to say yet
-        bad = warnings.get(cond["type"])
         kind: Literal["Normal", "Warning"] = (
             "Warning" if bad is not None and (cond["status"] == "True") == bad else "Normal"
         )
