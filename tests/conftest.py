@@ -5,7 +5,8 @@ reference implementations in their own cached venvs), ``cluster`` (tests/cluster
 ``e2e`` (tests/e2e: kind, needs Docker), ``tpu`` (tests/tpu: our steps compiled for TPU slices by XLA's
 TPU compiler, libtpu, on the CPU), ``gpu`` (tests/gpu: opt-in with ``--gpu``).
 ``GEMMA_REQUIRE_TIERS=unit,cluster`` (set by CI) fails the run when a named tier selected no test. A
-session with cluster tests first finds or builds the Go parts they need (tests/cluster/harness/parts.py).
+session with cluster or pods tests finds or builds the Go parts they need (tests/cluster/harness/parts.py)
+in a low-priority process beside the tests that need none, which run first.
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.cluster.harness.parts import Background
 
 TIER_FOLDERS = {
     "runtime": "runtime", "cluster": "cluster", "e2e": "e2e", "pods": "pods", "tpu": "tpu", "gpu": "gpu"
 }  # fmt: skip
 TESTS_ROOT = Path(__file__).parent
+# The tiers whose tests need the Go parts. They run last; the parts build beside the tests before them.
+NEEDS_PARTS = ("cluster", "pods")
+BUILD: pytest.StashKey[Background] = pytest.StashKey()
 
 # The test environment has libtpu (for the tpu tier's compiler): without a platform named, every JAX
 # process here would first try to start a TPU backend (and print libtpu's warnings). Tests that need
@@ -59,6 +68,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Markers are added before `-m` deselection runs, so `-m 'not cluster'` works on folders too.
     if any(tier_of(item) == "e2e" for item in items):
         docker_reason = docker_unavailable_reason()
+    # Stable: modules stay whole and in order; the tests that need no Go part first.
+    items.sort(key=lambda item: tier_of(item) in NEEDS_PARTS)
     for item in items:
         tier = tier_of(item)
         if tier == "e2e" and docker_reason:
@@ -78,14 +89,25 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     empty = [tier for tier in required if counts.get(tier, 0) == 0]
     if empty:
         raise pytest.UsageError(f"GEMMA_REQUIRE_TIERS: no test selected in tier(s) {', '.join(empty)}")
-    if (counts.get("cluster") or counts.get("pods")) and not session.config.option.collectonly:
-        _build_cluster_parts(session.config)
+    if any(counts.get(tier) for tier in NEEDS_PARTS) and not session.config.option.collectonly:
+        from tests.cluster.harness.parts import Background
+
+        session.config.stash[BUILD] = Background()
 
 
-def _build_cluster_parts(config: pytest.Config) -> None:
-    """Build the Go parts before the first test, outside every test's timeout (a cold build is longer
-    than one); a part that cannot be built is reported again by the tests that need it."""
-    from tests.cluster.harness.parts import build_all
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Wait for the Go parts before the first test that needs them, outside every test's timeout (this
+    wrapper is outside pytest-timeout's; a cold build is longer than one); a part that could not be
+    built is reported again by the tests that need it."""
+    build = item.config.stash.get(BUILD, None)
+    if build is not None and tier_of(item) in NEEDS_PARTS:
+        reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+        build.wait(log=reporter.write_line if reporter is not None else print)
+    yield
 
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    build_all(log=reporter.write_line if reporter is not None else print)
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    build = session.config.stash.get(BUILD, None)
+    if build is not None:
+        build.stop()

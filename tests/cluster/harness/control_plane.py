@@ -49,7 +49,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str] | None, grace: float = 10) -> None:
     """SIGTERM a child that is still running, SIGKILL it after ``grace`` seconds, and reap it."""
     if process is None or process.poll() is not None:
         return

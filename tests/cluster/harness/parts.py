@@ -1,14 +1,22 @@
 """Every part the cluster tier builds from Go modules or copies out of them, in one list: `make
 cluster-binaries` builds them all, and a test session that selects cluster tests builds them before its
 first test. A cold build takes about 20 minutes on two cores, longer on a busy machine; inside a fixture
-it would count against the first test's timeout and fail every test of the session."""
+it would count against the first test's timeout and fail every test of the session. A test session
+builds them in a process of its own at low CPU priority (`Background`) while its tests that need no part
+run, and waits for it before the first test that does."""
 
 from __future__ import annotations
 
+import queue
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.cluster.harness.binaries import BuildError, Log, _stderr, ensure_binaries
+from tests.cluster.harness.control_plane import _die_with_parent, stop_process
 from tests.cluster.harness.crds import INFERENCE_POOL, SERVICE_MONITOR, crd_file
 from tests.cluster.harness.epp import ensure_epp
 from tests.cluster.harness.gcs import ensure_fake_gcs
@@ -42,3 +50,48 @@ def build_all(log: Log = _stderr) -> dict[str, str]:
             log(f"[cluster-binaries] {what}: cannot be built: {err}")
     log(f"[cluster-binaries] ready in {time.monotonic() - started:.1f} s")
     return failed
+
+
+class Background:
+    """`python -m tests.cluster.harness binaries` (every part above) under ``nice``: the CPU the tests
+    leave idle builds the parts, the tests themselves barely slow down. Its log lines wait in a queue
+    until ``wait`` prints them, so they do not cut through the progress of the tests running meanwhile."""
+
+    def __init__(self) -> None:
+        root = Path(__file__).resolve().parents[3]
+        command = ["nice", "-n", "15", sys.executable, "-m", "tests.cluster.harness", "binaries"]
+        self.started = time.monotonic()
+        self._process = subprocess.Popen(
+            command,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name="cluster-binaries", daemon=True)
+        self._reader.start()
+        self._done = False
+
+    def _read(self) -> None:
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait(self, log: Log) -> None:
+        """Print the build's lines so far, then each as it comes, until it ends (once)."""
+        if self._done:
+            return
+        self._done = True
+        log(f"[cluster-binaries] the build started {time.monotonic() - self.started:.0f} s ago; its log:")
+        while (line := self._lines.get()) is not None:
+            log(line)
+        self._reader.join()
+        self.stop()
+
+    def stop(self) -> None:
+        stop_process(self._process)
+        if self._process.stderr is not None:
+            self._process.stderr.close()
