@@ -43,11 +43,13 @@ RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip-ca \
     && pip install -c constraints.txt ./operator \
     && pip uninstall -y gemma-operator
 # The operator reads the runtime's JAX-free contract (config document, variants, accelerator table,
-# memory model): those modules alone, installed as gemma-runtime without its dependencies (no JAX).
+# memory model and the logical-axis table it counts with): those modules alone, installed as
+# gemma-runtime without its dependencies (no JAX).
 COPY runtime/pyproject.toml runtime/README.md runtime/
 COPY runtime/src/gemma_runtime/__init__.py runtime/src/gemma_runtime/py.typed \
      runtime/src/gemma_runtime/config.py runtime/src/gemma_runtime/variants.py \
      runtime/src/gemma_runtime/accelerators.py runtime/src/gemma_runtime/memory.py \
+     runtime/src/gemma_runtime/axes.py \
      runtime/src/gemma_runtime/metric_names.py runtime/src/gemma_runtime/
 COPY operator/src operator/src
 RUN --mount=type=secret,id=pip-ca if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \

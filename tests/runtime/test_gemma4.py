@@ -112,7 +112,9 @@ def test_router_renormalises_the_top_k_and_applies_each_experts_scale() -> None:
 # only 3.8B active per token"). The E models' totals ("5.1B with embeddings", "8B") include audio and
 # vision towers of unstated exact size, and their "effective" counts have no definition that
 # reproduces both (E2B without its per-layer table: 2.280 B; E4B: 4.644 B): they are not checked here.
-PUBLISHED = {"gemma4-31b": 30.7e9, "gemma4-26b-a4b": 25.2e9}
+# The 12B's card gives 11.95 B for the model without vision or audio towers but with their small
+# embedders (about 35 M, which a text model does not load).
+PUBLISHED = {"gemma4-12b": 11.95e9, "gemma4-31b": 30.7e9, "gemma4-26b-a4b": 25.2e9}
 PUBLISHED_ACTIVE = {"gemma4-26b-a4b": 3.8e9}  # two significant figures: within half a unit of the last
 
 

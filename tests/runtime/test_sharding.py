@@ -12,10 +12,10 @@ import textwrap
 import pytest
 from flax import nnx
 
+from gemma_runtime.axes import LOGICAL_AXIS_RULES
 from gemma_runtime.checkpoint.params import variables
 from gemma_runtime.model import Transformer, tiny_config
 from gemma_runtime.parallel.mesh import resolve_shape
-from gemma_runtime.parallel.sharding import LOGICAL_AXIS_RULES
 
 
 def test_every_parameter_has_logical_axes_from_the_table() -> None:

@@ -36,7 +36,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from gemma_runtime import accelerators
+from gemma_runtime import accelerators, axes
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 GiB = 1 << 30
@@ -105,33 +105,13 @@ def _split(units: int, tensor: int) -> int:
 
 
 def weight_bytes_per_chip(config: TransformerConfig, dtype: Dtype, quantization: str, tensor: int) -> int:
-    """Bytes of the serving weights on each chip (the same on every data replica)."""
+    """Bytes of the serving weights on each chip (the same on every data replica): every weight of
+    ``axes.serving_weights`` split as the logical-axis table splits it over ``tensor``; under int8 the
+    matrices and the embedding hold a byte per value and an f32 scale per output channel."""
+    mesh = {"data": 1, "fsdp": 1, "tensor": tensor}
+    int8 = quantization == "int8"
     item = _ITEMSIZE[dtype]
-    d, n, k, h, f, v = (
-        config.embed_dim,
-        config.num_heads,
-        config.num_kv_heads,
-        config.head_dim,
-        config.hidden_dim,
-        config.vocab_size,
-    )
-
-    def matrix(rows: int, cols: int, split: int, scale_split: int, scales: int) -> int:
-        if quantization == "int8":  # int8 values and one f32 scale per output channel
-            return rows * cols // split + 4 * scales // scale_split
-        return rows * cols * item // split
-
-    layer = (
-        matrix(d, n * h, _split(n, tensor), _split(n, tensor), n * h)  # q
-        + 2 * matrix(d, k * h, _split(k, tensor), _split(k, tensor), k * h)  # k, v
-        + matrix(n * h, d, _split(n, tensor), 1, d)  # o
-        + 2 * matrix(d, f, _split(f, tensor), _split(f, tensor), f)  # gate, up
-        + matrix(f, d, _split(f, tensor), 1, d)  # down
-    )
-    norms = d * (2 + config.use_post_attn_norm + config.use_post_ffw_norm) + 2 * h * config.use_qk_norm
-    layer += norms * item
-    embedding = matrix(v, d, _split(v, tensor), _split(v, tensor), v)
-    return config.num_layers * layer + embedding + d * item
+    return sum(w.bytes_per_device(mesh, item, int8) for w in axes.serving_weights(config))
 
 
 def cache_lengths(config: TransformerConfig, max_len: int) -> list[int]:
@@ -140,12 +120,28 @@ def cache_lengths(config: TransformerConfig, max_len: int) -> list[int]:
     return [min(window, max_len) if t == AttentionType.LOCAL else max_len for t in config.attention_types]
 
 
-def kv_bytes_per_slot(config: TransformerConfig, max_len: int, dtype: Dtype, tensor: int) -> int:
-    """Bytes of one slot's cache on each chip that holds it: keys and values of its KV heads' share, and
-    the int32 position of every entry (replicated over tensor)."""
-    kv_heads = config.num_kv_heads // _split(config.num_kv_heads, tensor)
-    per_entry = 2 * kv_heads * config.head_dim * _ITEMSIZE[dtype] + 4
-    return per_entry * sum(cache_lengths(config, max_len))
+def kv_bytes_per_slot(
+    config: TransformerConfig,
+    max_len: int,
+    dtype: Dtype,
+    tensor: int,
+    *,
+    ring: bool = True,
+    positions: bool = True,
+) -> int:
+    """Bytes of one slot's cache on each chip that holds it: per layer with a cache of its own (a
+    KV-shared layer reads its source's), keys and values of its type's KV heads' share at its type's head
+    dim, and the int32 position of every entry (replicated over tensor; ``positions`` False leaves them
+    out). ``ring`` False: what full-length caches on every layer would take."""
+    total = 0
+    lengths = cache_lengths(config, max_len) if ring else [max_len] * config.num_layers
+    for attn_type, source, length in zip(config.attention_types, config.kv_sources, lengths, strict=True):
+        if source is not None:
+            continue
+        kv_heads = config.kv_heads_of(attn_type)
+        local_heads = kv_heads // _split(kv_heads, tensor)
+        total += length * (2 * local_heads * config.head_dim_of(attn_type) * _ITEMSIZE[dtype] + 4 * positions)
+    return total
 
 
 def _step_workspace(
@@ -391,23 +387,22 @@ def _no_fit(work: _Workload, meshes: list[Mesh], slots: int | None) -> str:
     return "; ".join(lines)
 
 
+# The matrices LoRA adapts (``train/lora.py``'s targets).
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 # The int32 scalars of a training state: its step, AdamW's count and the learning-rate schedule's count.
 TRAIN_COUNTERS = 3
 
 
 def lora_param_count(config: TransformerConfig, rank: int) -> int:
-    """Parameters of the LoRA adapters (``train/lora.py``): on every attention and feed-forward matrix, A
-    maps the embedding axis D to ``rank`` and B maps ``rank`` to the matrix's other axes (N x H for q and
-    o, K x H for k and v, F for gate, up and down)."""
-    d, n, k, h, f = (
-        config.embed_dim,
-        config.num_heads,
-        config.num_kv_heads,
-        config.head_dim,
-        config.hidden_dim,
-    )
-    per_layer = 7 * d + 2 * n * h + 2 * k * h + 3 * f  # the D-side of 7 matrices, then their other sides
-    return config.num_layers * rank * per_layer
+    """Parameters of the LoRA adapters (``train/lora.py``): on every attention and feed-forward matrix a
+    layer has, A maps the embedding axis D to ``rank`` and B maps ``rank`` to the matrix's other axes (N x H
+    for q and o, K x H for k and v, F for gate, up and down)."""
+    total = 0
+    for index in range(config.num_layers):
+        for name, weight in axes.layer_weights(config, index).items():
+            if name in LORA_TARGETS and weight is not None:
+                total += rank * sum(weight.shape)  # [D, other] or [other, D]
+    return total
 
 
 def training_state_bytes(config: TransformerConfig, *, lora_rank: int | None = None) -> int:

@@ -291,7 +291,7 @@ def _tiny_gemma4(kind: str, **changes: Any) -> TransformerConfig:
     return _gemma4(f"tiny-gemma4-{kind}", **{**shape, **changes})
 
 
-PRESETS: dict[str, TransformerConfig] = {
+_GEMMA1_3_PRESETS: dict[str, TransformerConfig] = {
     c.name: c
     for c in (
         _gemma1(
@@ -413,10 +413,9 @@ PRESETS: dict[str, TransformerConfig] = {
 }
 
 
-# Gemma 4 text models. Kept apart from PRESETS until the memory model and the operator's variant list
-# handle them: the model (NNX modules, block.py), the HF importer, serving and parity cover them.
-# Shapes from the released checkpoints' config.json `text_config` (E2B, E4B: 128K context; 31B and
-# 26B A4B: 256K). No 12B: its config was not at hand.
+# Gemma 4 text models (in PRESETS too). Shapes from the released checkpoints' config.json `text_config`
+# (E2B, E4B: 128K context; 12B, 31B and 26B A4B: 256K); the 12B ("12B Unified", no vision or audio tower)
+# from transformers' convert_gemma4_unified_weights.py and its config's defaults.
 GEMMA4_PRESETS: dict[str, TransformerConfig] = {
     c.name: c
     for c in (
@@ -441,6 +440,18 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
             hidden_dim=10_240,
             per_layer_input_dim=256,
             num_kv_shared_layers=18,
+        ),
+        _gemma4(
+            "gemma4-12b",
+            num_layers=48,
+            embed_dim=3840,
+            num_heads=16,
+            num_kv_heads=8,
+            num_global_kv_heads=1,
+            attention_k_eq_v=True,
+            hidden_dim=15_360,
+            sliding_window=1024,
+            max_seq_len=262_144,
         ),
         _gemma4(
             "gemma4-31b",
@@ -473,10 +484,14 @@ GEMMA4_PRESETS: dict[str, TransformerConfig] = {
     )
 }
 
+# Every preset by name: Gemma 1 to 3, the tiny and benchmark shapes, and Gemma 4.
+PRESETS: dict[str, TransformerConfig] = {**_GEMMA1_3_PRESETS, **GEMMA4_PRESETS}
+
 
 # Google publishes two Gemma 4 chat templates: with thinking off, the larger sizes' generation prompt ends
-# in an empty, closed thought channel, E2B's and E4B's does not (tokenizer.gemma4_chat_prompt).
-GEMMA4_EMPTY_THOUGHT = frozenset({"gemma4-31b", "gemma4-26b-a4b"})
+# in an empty, closed thought channel, E2B's and E4B's does not (tokenizer.gemma4_chat_prompt); the 12B
+# ships the larger sizes' template.
+GEMMA4_EMPTY_THOUGHT = frozenset({"gemma4-12b", "gemma4-31b", "gemma4-26b-a4b"})
 
 
 def preset(name: str) -> TransformerConfig:

@@ -1,7 +1,8 @@
 """The 4-device half of test_gemma4_serving.py's sharded test, run in a subprocess with 4 simulated CPU
 devices (``python -m tests.runtime.serve.gemma4_sharded_case``; prints one JSON document): for each tiny
 Gemma 4 kind, the greedy tokens of one seeded workload through the scheduler on a data 2 x tensor 2
-engine, next to those of the single-device engine on the same weights."""
+engine, next to those of the single-device engine on the same weights, and the bytes each device of
+that mesh holds of the weights (f32, and int8 on the same mesh) and of the KV cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jax
 from gemma_runtime.model import tiny_config
 from gemma_runtime.serve.engine import ModelEngine
 from gemma_runtime.serve.layout import serving_mesh
+from gemma_runtime.serve.weights import bytes_per_device
 from tests.runtime.serve.helpers import varied_model
 from tests.runtime.serve.sharded_cases import MAX_LEN, MAX_PREFILL, MAX_SEGMENTS, SLOTS, serve, workload
 
@@ -23,8 +25,16 @@ def main() -> None:
         model = varied_model(tiny_config(4, kind), seed=7)
         reference = serve(ModelEngine.from_model(model, **limits), workload(7))
         mesh = serving_mesh(2, 2, jax.devices()[:4])
-        tokens = serve(ModelEngine.from_model(model, mesh=mesh, **limits), workload(7))
-        out[kind] = {"tokens": tokens, "reference": reference}
+        engine = ModelEngine.from_model(model, mesh=mesh, **limits)
+        tokens = serve(engine, workload(7))
+        int8 = ModelEngine.from_model(model, mesh=mesh, quantization="int8", **limits)
+        out[kind] = {
+            "tokens": tokens,
+            "reference": reference,
+            "weight_bytes": bytes_per_device(engine.weights),
+            "int8_weight_bytes": bytes_per_device(int8.weights),
+            "cache_bytes": bytes_per_device(engine.cache),
+        }
     print(json.dumps(out))
 
 

@@ -1,11 +1,11 @@
-"""Serving Gemma 4: the engine under the scheduler gives every request exactly the greedy tokens of
-decoding it alone through the model's own cache, for each kind: dense (global layers with their own head
-dim and one KV head, keys doubling as values), E-style (per-layer inputs; the last layers attend with
-earlier layers' keys and values over their caches, and keep none of their own) and mixture of experts
-(f32, prompts longer than the sliding window and than a chunk, pieces of several prompts packed into
-one step), on one device and on a data 2 x tensor 2 mesh of simulated CPU devices (in a subprocess:
-``gemma4_sharded_case.py``). Serving's loader places a checkpoint's tensors exactly as the loaded
-model's weights extract (bf16 and int8 too)."""
+"""Serving Gemma 4: the engine under the scheduler gives every request exactly the greedy tokens of decoding
+it alone through the model's own cache, for each kind: dense (global layers with their own head dim and
+one KV head, keys doubling as values), E-style (per-layer inputs; the last layers attend with earlier
+layers' keys and values over their caches, and keep none of their own) and mixture of experts (f32,
+prompts longer than the sliding window and than a chunk, pieces of several prompts packed into one step),
+on one device and on a data 2 x tensor 2 mesh of simulated CPU devices (in a subprocess:
+``gemma4_sharded_case.py``), where each device holds exactly the memory model's bytes. Serving's loader
+places a checkpoint's tensors exactly as the loaded model's weights extract (bf16 and int8 too)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gemma_runtime import memory
 from gemma_runtime.checkpoint import load_model, store
 from gemma_runtime.model import tiny_config
 from gemma_runtime.serve.engine import ModelEngine, kv_cache_bytes
@@ -30,6 +31,8 @@ from gemma_runtime.serve.scheduler import Request, Scheduler
 from gemma_runtime.serve.weights import extract
 from gemma_runtime.variants import AttentionType
 from tests.runtime.serve.helpers import Collect, reference_greedy, varied_model
+from tests.runtime.serve.sharded_cases import MAX_LEN as SHARDED_MAX_LEN
+from tests.runtime.serve.sharded_cases import SLOTS
 from tests.runtime.serve.test_load_sharded import assert_same
 
 MAX_LEN = 64
@@ -101,3 +104,10 @@ def test_a_sharded_engine_serves_the_single_device_tokens() -> None:
     assert out.returncode == 0, out.stderr[-5000:]
     for kind, found in json.loads(out.stdout.strip().splitlines()[-1]).items():
         assert found["tokens"] == found["reference"], kind
+        # The memory model counts, to the byte, what each device of the data 2 x tensor 2 mesh holds.
+        config = tiny_config(4, kind)
+        assert found["weight_bytes"] == memory.weight_bytes_per_chip(config, "float32", "none", 2), kind
+        assert found["int8_weight_bytes"] == memory.weight_bytes_per_chip(config, "float32", "int8", 2), kind
+        slots_per_device = SLOTS // 2
+        cache = slots_per_device * memory.kv_bytes_per_slot(config, SHARDED_MAX_LEN, "float32", 2)
+        assert found["cache_bytes"] == cache, kind

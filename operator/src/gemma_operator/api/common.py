@@ -52,6 +52,11 @@ class ModelVariant(enum.StrEnum):
     GEMMA3_4B = "gemma3-4b"
     GEMMA3_12B = "gemma3-12b"
     GEMMA3_27B = "gemma3-27b"
+    GEMMA4_E2B = "gemma4-e2b"
+    GEMMA4_E4B = "gemma4-e4b"
+    GEMMA4_12B = "gemma4-12b"
+    GEMMA4_31B = "gemma4-31b"
+    GEMMA4_26B_A4B = "gemma4-26b-a4b"
     TINY = "tiny"
 
 
@@ -144,7 +149,8 @@ class ModelSpec(ApiModel):
 
     variant: ModelVariant = Field(
         description="Gemma variant: gemma-2b, gemma-7b (Gemma 1), gemma2-2b/9b/27b, gemma3-1b/4b/12b/27b, "
-        "or tiny (a small random model for trials on CPU)."
+        "gemma4-e2b/e4b/12b/31b, gemma4-26b-a4b (mixture of experts), or tiny (a small random model for "
+        "trials on CPU)."
     )
     instruction_tuned: bool = Field(
         False, description="The weights are instruction-tuned (-it): chat requests use Gemma's chat template."

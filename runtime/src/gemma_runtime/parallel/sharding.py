@@ -1,11 +1,11 @@
-"""One table maps every logical axis name used by the model to mesh axes (``data``, ``fsdp``,
+"""Shardings from the one logical-axis table (``gemma_runtime.axes``, JAX-free so the memory model reads
+it too), which maps every logical axis name used by the model to mesh axes (``data``, ``fsdp``,
 ``tensor``), as MaxText's logical-axis rules do: weights are sharded over ``fsdp`` along the embedding
 and over ``tensor`` along heads, MLP and vocabulary; batches over ``data`` and ``fsdp``. ``place`` puts a
 host array into a sharding, each device receiving only its own shard."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -13,18 +13,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
-MeshAxes = str | tuple[str, ...] | None
-
-LOGICAL_AXIS_RULES: Mapping[str, MeshAxes] = {
-    "batch": ("data", "fsdp"),
-    "sequence": None,
-    "embed": "fsdp",
-    "vocab": "tensor",
-    "mlp": "tensor",
-    "heads": "tensor",
-    "kv_heads": "tensor",
-    "head_dim": None,
-}
+from gemma_runtime.axes import LOGICAL_AXIS_RULES
 
 
 def partition_spec(

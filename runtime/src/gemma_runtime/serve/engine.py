@@ -32,8 +32,9 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.typing import DTypeLike
 
+from gemma_runtime import memory
 from gemma_runtime.model import Transformer, TransformerConfig
-from gemma_runtime.model.attention import LayerCache, cache_slots, init_layer_cache
+from gemma_runtime.model.attention import LayerCache, init_layer_cache
 from gemma_runtime.model.matmul import Int8
 from gemma_runtime.serve.forward import Placement, StepTokens, forward
 from gemma_runtime.serve.interface import TOP_LOGPROBS, Chunk, StepResult, StepWork
@@ -64,15 +65,10 @@ def buckets(max_prefill: int, smallest: int = 16) -> tuple[int, ...]:
 
 
 def kv_cache_bytes(config: TransformerConfig, slots: int, max_len: int, itemsize: int, ring: bool) -> int:
-    """Bytes of keys and values for ``slots`` sequences of ``max_len`` (positions not counted); ``ring``
-    False gives what a full-length cache on every layer would take."""
-    total = 0
-    for attn_type, source in zip(config.attention_types, config.kv_sources, strict=True):
-        if source is not None:  # a KV-shared layer reads its source's cache
-            continue
-        per_position = 2 * config.kv_heads_of(attn_type) * config.head_dim_of(attn_type) * itemsize
-        total += per_position * (cache_slots(config, attn_type, max_len) if ring else max_len)
-    return slots * total
+    """Bytes of keys and values for ``slots`` sequences of ``max_len`` (positions not counted), by the
+    memory model; ``ring`` False gives what a full-length cache on every layer would take."""
+    dtype: memory.Dtype = "bfloat16" if itemsize == 2 else "float32"
+    return slots * memory.kv_bytes_per_slot(config, max_len, dtype, 1, ring=ring, positions=False)
 
 
 class ModelEngine:

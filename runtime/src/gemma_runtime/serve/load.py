@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from gemma_runtime import axes
 from gemma_runtime.checkpoint import Format, errors_named, open_checkpoint
 from gemma_runtime.checkpoint.params import (
     Progress,
@@ -34,7 +35,7 @@ from gemma_runtime.checkpoint.params import (
 from gemma_runtime.model import Transformer, TransformerConfig
 from gemma_runtime.model.matmul import Int8, Weight
 from gemma_runtime.parallel.sharding import place
-from gemma_runtime.serve.layout import layer_weights, weight_shardings
+from gemma_runtime.serve.layout import weight_shardings
 from gemma_runtime.serve.weights import (
     MATRICES,
     HostWeight,
@@ -129,7 +130,9 @@ def _place_all(
 ) -> Weights:
     shardings = weight_shardings(config, mesh, quantization)
     shapes = {name: tuple(var.shape) for name, var in variables(abstract_model(config)).items()}
-    layers: list[LayerWeights] = [dict.fromkeys(layer_weights(config, i)) for i in range(config.num_layers)]
+    layers: list[LayerWeights] = [
+        dict.fromkeys(axes.layer_weights(config, i)) for i in range(config.num_layers)
+    ]
     top: dict[str, Any] = {}  # the embedding and the final norm
     per_layer: dict[str, Any] = {}  # Gemma 4 E models' per-layer input weights
     filled: set[str] = set()
