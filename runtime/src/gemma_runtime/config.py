@@ -40,7 +40,9 @@ class ModelSource(_Strict):
     )
     format: CheckpointFormat | None = Field(None, description="Checkpoint format; detected when None.")
     tokenizer: str | None = Field(
-        None, description="SentencePiece tokenizer.model; default beside the checkpoint."
+        None,
+        description="tokenizer.model (SentencePiece), tokenizer.json (Hugging Face) or a folder with "
+        "either; default: the one beside the checkpoint.",
     )
     instruction_tuned: bool = Field(False, description="Chat requests use Gemma's chat template.")
 

@@ -1,4 +1,5 @@
-"""Gemma's SentencePiece tokenizer, its chat templates, and training of small tokenizers.
+"""Gemma's tokenizer (a SentencePiece tokenizer.model or a Hugging Face tokenizer.json), its chat
+templates, and training of small SentencePiece tokenizers.
 
 Special ids are always looked up by piece: Gemma 1/2 and Gemma 3 put the turn markers at different ids,
 and our own tiny tokenizer at yet others. The pieces also pick the chat format: a vocabulary with
@@ -49,24 +50,102 @@ SAMPLE_CORPUS = "sample.txt"
 _SOURCE_DATA = Path(__file__).parent / "data"
 
 
-class Tokenizer:
-    """A SentencePiece model with Gemma's special pieces (``<pad>``, ``<eos>``, ``<bos>``, ``<unk>`` and
-    the turn markers: ``<|turn>`` / ``<turn|>`` in Gemma 4's vocabulary, else ``<start_of_turn>`` /
-    ``<end_of_turn>``), each required and found by piece, not by a fixed id. ``gemma4`` says which chat
-    format :meth:`encode_chat` writes."""
+# The tokenizer files a checkpoint folder may hold, in the order they are looked for.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+
+def find_tokenizer(folder: str | os.PathLike[str]) -> Path | None:
+    """The tokenizer file in ``folder``: SentencePiece's tokenizer.model, else Hugging Face's
+    tokenizer.json (what Gemma 4's repositories ship); None when it has neither."""
+    for name in TOKENIZER_FILES:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+class _SentencePiece:
+    """A SentencePiece model (tokenizer.model)."""
+
+    def __init__(self, path: Path) -> None:
         try:
-            proto = self.path.read_bytes()
+            proto = path.read_bytes()
         except FileNotFoundError:
-            raise FileNotFoundError(f"tokenizer model not found: {self.path}") from None
+            raise FileNotFoundError(f"tokenizer model not found: {path}") from None
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.LoadFromSerializedProto(proto)
         except (RuntimeError, OSError) as error:
-            raise ValueError(f"{self.path} is not a SentencePiece model ({error})") from error
-        self.vocab_size: int = self._sp.get_piece_size()
+            raise ValueError(f"{path} is not a SentencePiece model ({error})") from error
+        self.size: int = self._sp.get_piece_size()
+
+    def piece_id(self, piece: str) -> int | None:
+        # piece_to_id answers unk's id for an unknown piece, so check the round trip.
+        token = int(self._sp.piece_to_id(piece))
+        return token if self._sp.id_to_piece(token) == piece else None
+
+    def piece(self, token: int) -> str:
+        return str(self._sp.id_to_piece(token))
+
+    def is_control(self, token: int) -> bool:
+        return bool(self._sp.is_control(token))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._sp.encode(text, out_type=int))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._sp.decode(ids))
+
+
+class _TokenizerJson:
+    """A Hugging Face tokenizer.json, run by the ``tokenizers`` library; its added tokens marked special
+    are the control pieces."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer as HfTokenizer
+
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer model not found: {path}")
+        try:
+            self._tok = HfTokenizer.from_file(str(path))
+        except Exception as error:  # the library raises a bare Exception on a malformed file
+            raise ValueError(f"{path} is not a Hugging Face tokenizer.json ({error})") from error
+        self.size = int(self._tok.get_vocab_size(with_added_tokens=True))
+        added = self._tok.get_added_tokens_decoder().items()
+        self._control = frozenset(token for token, added_token in added if added_token.special)
+
+    def piece_id(self, piece: str) -> int | None:
+        token = self._tok.token_to_id(piece)
+        return None if token is None else int(token)
+
+    def piece(self, token: int) -> str:
+        return str(self._tok.id_to_token(token))
+
+    def is_control(self, token: int) -> bool:
+        return token in self._control
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=False))
+
+
+class Tokenizer:
+    """Gemma's tokenizer from a SentencePiece model (tokenizer.model) or a Hugging Face tokenizer.json
+    (a folder: whichever of the two it holds), with Gemma's special pieces (``<pad>``, ``<eos>``,
+    ``<bos>``, ``<unk>`` and the turn markers: ``<|turn>`` / ``<turn|>`` in Gemma 4's vocabulary, else
+    ``<start_of_turn>`` / ``<end_of_turn>``), each required and found by piece, not by a fixed id.
+    ``gemma4`` says which chat format :meth:`encode_chat` writes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            found = find_tokenizer(self.path)
+            if found is None:
+                raise FileNotFoundError(f"no {' or '.join(TOKENIZER_FILES)} in {self.path}")
+            self.path = found
+        self._pieces = _TokenizerJson(self.path) if self.path.suffix == ".json" else _SentencePiece(self.path)
+        self.vocab_size: int = self._pieces.size
         self.pad_id = self._piece_id(PAD_PIECE)
         self.eos_id = self._piece_id(EOS_PIECE)
         self.bos_id = self._piece_id(BOS_PIECE)
@@ -77,7 +156,7 @@ class Tokenizer:
         self.end_of_turn_id = self._piece_id(closer)
         # Gemma 4's control pieces this vocabulary has: encode_chat maps each to its id itself.
         present = [piece for piece in GEMMA4_PIECES if self.gemma4 and self._has_piece(piece)]
-        self._markers = {piece: int(self._sp.piece_to_id(piece)) for piece in present}
+        self._markers = {piece: self._piece_id(piece) for piece in present}
         self._marker_split = re.compile(f"({'|'.join(map(re.escape, present))})")
         # Generation ends at either: a bare completion emits <eos>, a chat answer closes its turn.
         self.stop_ids: tuple[int, ...] = (self.eos_id, self.end_of_turn_id)
@@ -93,20 +172,20 @@ class Tokenizer:
             return cls(path)  # the model is read eagerly, so a temporary extraction may vanish after
 
     def _has_piece(self, piece: str) -> bool:
-        # piece_to_id answers unk's id for an unknown piece, so check the round trip.
-        return bool(self._sp.id_to_piece(self._sp.piece_to_id(piece)) == piece)
+        return self._pieces.piece_id(piece) is not None
 
     def _piece_id(self, piece: str) -> int:
-        if not self._has_piece(piece):
-            raise ValueError(f"{self.path}: the SentencePiece model has no {piece!r} piece")
-        return int(self._sp.piece_to_id(piece))
+        token = self._pieces.piece_id(piece)
+        if token is None:
+            raise ValueError(f"{self.path}: the tokenizer has no {piece!r} piece")
+        return token
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
 
     def encode(self, text: str, *, add_bos: bool = True, add_eos: bool = False) -> list[int]:
         """Token ids of ``text``; turn markers written in the text become their single ids."""
-        ids: list[int] = list(self._sp.encode(text, out_type=int))
+        ids = self._pieces.encode(text)
         return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
@@ -117,14 +196,14 @@ class Tokenizer:
             token = int(raw)
             if not 0 <= token < self.vocab_size:
                 raise ValueError(f"token id {token} is outside the vocabulary (size {self.vocab_size})")
-            if skip_special and (token in self._special_ids or self._sp.is_control(token)):
+            if skip_special and (token in self._special_ids or self._pieces.is_control(token)):
                 continue
             kept.append(token)
         if skip_special:
-            return str(self._sp.decode(kept))
+            return self._pieces.decode(kept)
         # SentencePiece always hides control pieces when decoding, so spell them out one by one.
         return "".join(
-            self._sp.id_to_piece(token) if self._sp.is_control(token) else self._sp.decode([token])
+            self._pieces.piece(token) if self._pieces.is_control(token) else self._pieces.decode([token])
             for token in kept
         )
 
@@ -146,14 +225,14 @@ class Tokenizer:
             self._piece_id(CHANNEL_OPEN)
             self._piece_id(CHANNEL_CLOSE)
         prompt = gemma4_chat_prompt(messages, thinking=thinking, empty_thought=empty_thought)
-        # The control pieces become their ids here rather than by SentencePiece parsing the text, which
-        # would spell out any that the model keeps as control pieces.
+        # The control pieces become their ids here rather than by the tokenizer parsing the text:
+        # SentencePiece would spell out any that the model keeps as control pieces.
         ids = [self.bos_id]
         for part in self._marker_split.split(prompt.removeprefix(BOS_PIECE)):
             if part in self._markers:
                 ids.append(self._markers[part])
             elif part:
-                ids.extend(self._sp.encode(part, out_type=int))
+                ids.extend(self._pieces.encode(part))
         return ids
 
 

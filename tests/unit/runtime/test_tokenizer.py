@@ -249,7 +249,7 @@ def test_model_without_gemma_pieces_is_rejected(tmp_path: Path) -> None:
     )
     plain = tmp_path / "plain.model"
     plain.write_bytes(model.getvalue())
-    with pytest.raises(ValueError, match=re.escape(f"{plain}: the SentencePiece model has no '<pad>' piece")):
+    with pytest.raises(ValueError, match=re.escape(f"{plain}: the tokenizer has no '<pad>' piece")):
         Tokenizer(plain)
 
 

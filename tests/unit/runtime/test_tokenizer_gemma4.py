@@ -207,9 +207,10 @@ def _model(tmp_path: Path, user_defined: list[str], control: list[str]) -> Path:
 
 def test_control_pieces_become_their_ids(tmp_path: Path) -> None:
     # A model may keep Gemma 4's pieces as control pieces, which SentencePiece never parses from text.
-    tok = Tokenizer(_model(tmp_path, [TURN_OPEN, TURN_CLOSE], [THINK, CHANNEL_OPEN, CHANNEL_CLOSE]))
-    think = tok._sp.piece_to_id(THINK)
-    assert tok._sp.is_control(think)
+    model = _model(tmp_path, [TURN_OPEN, TURN_CLOSE], [THINK, CHANNEL_OPEN, CHANNEL_CLOSE])
+    tok, sentencepiece = Tokenizer(model), spm.SentencePieceProcessor(model_file=str(model))
+    think = sentencepiece.piece_to_id(THINK)
+    assert sentencepiece.is_control(think)
     assert think not in tok.encode(THINK, add_bos=False)  # spelled out when parsed from text
     ids = tok.encode_chat(USER, thinking=True)
     system = [tok.bos_id, tok.start_of_turn_id, *tok.encode("system\n", add_bos=False), think]

@@ -98,7 +98,8 @@ class CheckpointSource(ApiModel):
 
 class TokenizerSource(ApiModel):
     uri: str = Field(
-        description="Location of the SentencePiece tokenizer.model (same schemes as checkpoint.uri).",
+        description="Location of the tokenizer: a SentencePiece tokenizer.model, a Hugging Face "
+        "tokenizer.json, or (hf://) a repository holding either (same schemes as checkpoint.uri).",
         pattern=URI_PATTERN,
         max_length=1024,
     )
@@ -159,7 +160,9 @@ class ModelSpec(ApiModel):
         None, description="Weights to load. Required for serving any variant but tiny; optional for training."
     )
     tokenizer: TokenizerSource | None = Field(
-        None, description="Tokenizer; defaults to the tokenizer.model found beside the checkpoint."
+        None,
+        description="Tokenizer; defaults to the tokenizer.model or tokenizer.json found beside the "
+        "checkpoint.",
     )
     cache: ModelCache | None = Field(
         None, description="Where hf:// downloads are kept (default: a node-local emptyDir per pod)."

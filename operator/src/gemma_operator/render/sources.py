@@ -112,7 +112,7 @@ def resolve(
         raise ValueError(f"cannot write to {uri!r}; valid for output: gs://, pvc://, file://")
     if scheme == "hf":
         folder = _fetch(uri, role, mounts, fetcher, secret=secret)
-        return f"{folder}/tokenizer.model" if role == "tokenizer" else folder  # the URI names a repository
+        return folder  # the URI names a repository; the runtime finds tokenizer.model or tokenizer.json in it
     raise ValueError(f"unsupported URI scheme in {uri!r}; valid: gs://, hf://, pvc://, file://")
 
 

@@ -23,7 +23,9 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="runtime config (YAML); the flags below override it")
     parser.add_argument("--checkpoint", help="checkpoint directory (Hugging Face, official Orbax or ours)")
-    parser.add_argument("--tokenizer", help="SentencePiece tokenizer.model (default: beside the checkpoint)")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer.model or tokenizer.json (default: beside the checkpoint)"
+    )
     parser.add_argument("--variant", help="model preset, e.g. gemma2-2b or tiny (needed for official Orbax)")
     parser.add_argument("--served-model-name", help="the model id clients send (default: the variant)")
     parser.add_argument("--host", help="address to bind (default 0.0.0.0)")

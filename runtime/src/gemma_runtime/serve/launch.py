@@ -31,7 +31,7 @@ from gemma_runtime.serve.sampling import SamplingParams
 from gemma_runtime.serve.server import create_app
 from gemma_runtime.serve.service import Service
 from gemma_runtime.serve.weights import Weights
-from gemma_runtime.tokenizer import Tokenizer
+from gemma_runtime.tokenizer import Tokenizer, find_tokenizer
 from gemma_runtime.variants import GEMMA4_EMPTY_THOUGHT, TransformerConfig, preset
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,19 @@ def load_weights(config: ServeConfig, plan: ServingPlan, mesh: Mesh) -> tuple[Tr
 
 
 def load_tokenizer(config: ServeConfig) -> Tokenizer:
-    """The configured tokenizer, else tokenizer.model beside the checkpoint, else the packaged tiny one
-    for the tiny presets."""
+    """The configured tokenizer, else tokenizer.model or tokenizer.json beside the checkpoint, else the
+    packaged tiny one for the tiny presets."""
     source = config.model
     if source.tokenizer:
         return Tokenizer(source.tokenizer)
-    if source.checkpoint and (Path(source.checkpoint) / "tokenizer.model").exists():
-        return Tokenizer(Path(source.checkpoint) / "tokenizer.model")
+    beside = find_tokenizer(source.checkpoint) if source.checkpoint else None
+    if beside is not None:
+        return Tokenizer(beside)
     if source.variant.startswith("tiny"):
         return Tokenizer.tiny()
     raise FileNotFoundError(
-        "no tokenizer: set model.tokenizer (--tokenizer) or put tokenizer.model beside the checkpoint"
+        "no tokenizer: set model.tokenizer (--tokenizer) or put tokenizer.model or tokenizer.json beside "
+        "the checkpoint"
     )
 
 

@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", help="start from this checkpoint (fine-tuning); default: random weights"
     )
-    parser.add_argument("--tokenizer", help="SentencePiece tokenizer.model (default: beside the checkpoint)")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer.model or tokenizer.json (default: beside the checkpoint)"
+    )
     parser.add_argument(
         "--data", type=Path, help="a .txt/.jsonl file or folder (default: the shipped sample text)"
     )

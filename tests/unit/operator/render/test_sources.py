@@ -163,7 +163,7 @@ def test_tokenizer_from_the_same_repository_is_fetched_once() -> None:
     children = _render(doc)
     (init,) = _pod(children)["spec"]["initContainers"]
     assert init["name"] == "fetch-checkpoint"
-    assert "tokenizer: /gemma/cache/hf/google/gemma-2-2b-it/main/tokenizer.model" in _config(children)
+    assert "tokenizer: /gemma/cache/hf/google/gemma-2-2b-it/main\n" in _config(children)
 
 
 def test_tokenizer_from_another_repository_gets_its_own_fetch() -> None:
@@ -172,7 +172,7 @@ def test_tokenizer_from_another_repository_gets_its_own_fetch() -> None:
     (init,) = _pod(children)["spec"]["initContainers"]
     assert init["name"] == "fetch-tokenizer"
     assert init["env"][0]["valueFrom"]["secretKeyRef"] == SECRET
-    assert "tokenizer: /gemma/cache/hf/google/gemma-2b/v1/tokenizer.model" in _config(children)
+    assert "tokenizer: /gemma/cache/hf/google/gemma-2b/v1\n" in _config(children)
 
 
 def test_output_to_the_hub_is_refused() -> None:
