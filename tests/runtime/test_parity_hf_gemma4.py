@@ -1,7 +1,8 @@
 """Parity with Hugging Face transformers' Gemma4ForCausalLM (PyTorch, CPU, f32, eager attention) on tiny
 random configs of each Gemma 4 kind: dense (global layers with their own head dim, one KV head, keys
 doubling as values), E-style (per-layer inputs, the last layers sharing earlier layers' keys and values,
-double-wide feed-forwards) and mixture of experts. transformers writes the checkpoint with
+double-wide feed-forwards), mixture of experts, and the 12B's "unified" dense model (transformers'
+Gemma4UnifiedForCausalLM). transformers writes the checkpoint with
 save_pretrained, our safetensors importer reads it (config.json defines the architecture), and our
 logits match within 1e-4 relative for the full forward and for prefill-then-decode through the cache;
 greedy decoding gives the same tokens as transformers' generate. A multimodal wrapper's checkpoint
@@ -63,7 +64,15 @@ CASES: dict[str, dict[str, Any]] = {
         "top_k_experts": 2,
         "moe_intermediate_size": 24,  # 2 x 24 != 64: a mistaken orientation of the fused experts shows
     },
+    # Gemma 4 12B's kind ("12B Unified"): the dense text model under transformers' gemma4_unified classes.
+    "unified": {
+        **{k: v for k, v in COMMON.items() if k != "hidden_size_per_layer_input"},
+        "attention_k_eq_v": True,
+        "num_global_key_value_heads": 1,
+    },
 }
+# transformers' model type of each case's text model, and of its multimodal wrapper.
+MODEL_TYPES = {"unified": ("gemma4_unified_text", "gemma4_unified")}
 TOKENS = np.random.RandomState(0).randint(3, 256, size=(2, 24)).tolist()
 PROMPT = TOKENS[0][:10]
 NEW_TOKENS = 12
@@ -80,7 +89,7 @@ def reference(
     try:
         out = run_hf(
             {
-                "model_type": "gemma4_text",
+                "model_type": MODEL_TYPES.get(name, ("gemma4_text",))[0],
                 "config": CASES[name],
                 "seed": 0,
                 "weight_std": 0.08,
@@ -119,7 +128,7 @@ def test_config_json_defines_the_architecture(reference: tuple[str, Path, dict[s
     assert (config.head_dim_of(AttentionType.LOCAL), config.head_dim_of(AttentionType.GLOBAL)) == (16, 32)
     assert (config.rope_base_local, config.rope_base_global, config.rope_fraction_global) == (1e4, 1e6, 0.25)
     assert (config.final_logit_softcap, config.query_scale, config.norm_plus_one) == (30.0, 1.0, False)
-    if name == "dense":
+    if name in ("dense", "unified"):
         assert config.attention_k_eq_v
         assert config.kv_heads_of(AttentionType.GLOBAL) == 1
     if name == "e":
@@ -159,13 +168,10 @@ def test_a_multimodal_checkpoint_loads_its_text_model(
 ) -> None:
     """Gemma4ForConditionalGeneration's layout: the text config under `text_config`, the text model's
     tensors under `model.language_model.`, beside the vision and audio towers (ignored, and logged)."""
-    _, checkpoint, out = reference
+    name, checkpoint, out = reference
     text = json.loads((checkpoint / "config.json").read_text())
-    wrapper = {
-        "model_type": "gemma4",
-        "architectures": ["Gemma4ForConditionalGeneration"],
-        "text_config": text,
-    }
+    model_type = MODEL_TYPES.get(name, ("gemma4_text", "gemma4"))[1]
+    wrapper = {"model_type": model_type, "architectures": ["ForConditionalGeneration"], "text_config": text}
     (tmp_path / "config.json").write_text(json.dumps(wrapper))
     tensors = {
         "model.language_model." + key.removeprefix("model."): value

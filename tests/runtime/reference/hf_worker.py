@@ -19,6 +19,7 @@ CLASSES = {
     "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM),
     "gemma3_text": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM),
     "gemma4_text": (transformers.Gemma4TextConfig, transformers.Gemma4ForCausalLM),
+    "gemma4_unified_text": (transformers.Gemma4UnifiedTextConfig, transformers.Gemma4UnifiedForCausalLM),
 }
 
 

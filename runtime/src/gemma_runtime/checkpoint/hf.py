@@ -23,8 +23,19 @@ from gemma_runtime.variants import AttentionType, TransformerConfig
 
 log = logging.getLogger(__name__)
 
-_GENERATION = {"gemma": 1, "gemma2": 2, "gemma3_text": 3, "gemma3": 3, "gemma4_text": 4, "gemma4": 4}
-_MULTIMODAL = {"gemma3": "gemma3_text", "gemma4": "gemma4_text"}
+# Gemma 4 12B is "12B Unified" (no vision or audio tower): Gemma 4's text model without per-layer inputs or
+# experts, under its own model types.
+_GENERATION = {
+    "gemma": 1,
+    "gemma2": 2,
+    "gemma3_text": 3,
+    "gemma3": 3,
+    "gemma4_text": 4,
+    "gemma4": 4,
+    "gemma4_unified_text": 4,
+    "gemma4_unified": 4,
+}
+_MULTIMODAL = {"gemma3": "gemma3_text", "gemma4": "gemma4_text", "gemma4_unified": "gemma4_unified_text"}
 _GEMMA4_GLOBAL_HEAD_DIM = 512  # transformers' default when config.json names none
 
 
