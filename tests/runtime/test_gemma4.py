@@ -50,7 +50,7 @@ def test_layer_shapes_follow_the_config() -> None:
         assert getattr(layer.attn, "k", None) is None
         assert getattr(layer.attn, "key_norm", None) is None
         assert layer.mlp.gate.shape == (64, 256)  # double-wide
-    assert e.per_layer_embedding.shape == (256, 6 * 8)
+    assert e.per_layer_embedding.shape == (1024, 6 * 8)  # the vocabulary x layers x P
     assert moe.layers[0].moe.gate.shape == (4, 64, 32)
     assert float(dense.final_norm.scale[0]) == 1.0  # scales multiply as they are: they start at one
 

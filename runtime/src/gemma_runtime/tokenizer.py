@@ -44,7 +44,8 @@ CHAT_ROLES = ("system", "user", "assistant")
 _TURN_NAMES = {"user": "user", "assistant": "model"}
 
 TINY_VOCAB_SIZE = 1024
-TINY_TOKENIZER = "tiny_tokenizer.model"
+TINY_TOKENIZER = "tiny_tokenizer.model"  # the tiny preset's: Gemma 1-3's turn markers
+TINY_GEMMA4_TOKENIZER = "tiny_gemma4_tokenizer.model"  # the tiny Gemma 4 presets': Gemma 4's pieces
 SAMPLE_CORPUS = "sample.txt"
 # The source tree's data folder: build-tiny rewrites the file that is checked in, not an installed copy.
 _SOURCE_DATA = Path(__file__).parent / "data"
@@ -165,9 +166,11 @@ class Tokenizer:
         )
 
     @classmethod
-    def tiny(cls) -> Tokenizer:
-        """The packaged tokenizer of the ``tiny`` model preset (vocabulary 1024)."""
-        resource = resources.files("gemma_runtime") / "data" / TINY_TOKENIZER
+    def tiny(cls, *, gemma4: bool = False) -> Tokenizer:
+        """The packaged tokenizer of the ``tiny`` model preset (vocabulary 1024), or with ``gemma4`` that
+        of the ``tiny-gemma4-*`` presets (the same corpus and size, Gemma 4's control pieces)."""
+        name = TINY_GEMMA4_TOKENIZER if gemma4 else TINY_TOKENIZER
+        resource = resources.files("gemma_runtime") / "data" / name
         with resources.as_file(resource) as path:
             return cls(path)  # the model is read eagerly, so a temporary extraction may vanish after
 
@@ -382,22 +385,40 @@ def train_tokenizer(
     return output
 
 
-def build_tiny(data_dir: Path = _SOURCE_DATA) -> Path:
-    """Retrain ``data/tiny_tokenizer.model`` from ``data/sample.txt``."""
-    prefix = data_dir / TINY_TOKENIZER.removesuffix(".model")
-    return train_tokenizer(data_dir / SAMPLE_CORPUS, prefix, TINY_VOCAB_SIZE)
+def build_tiny(data_dir: Path = _SOURCE_DATA) -> list[Path]:
+    """Retrain ``data/tiny_tokenizer.model`` and ``data/tiny_gemma4_tokenizer.model`` from
+    ``data/sample.txt``."""
+    corpus = data_dir / SAMPLE_CORPUS
+    return [
+        train_tokenizer(corpus, data_dir / TINY_TOKENIZER.removesuffix(".model"), TINY_VOCAB_SIZE),
+        train_tokenizer(
+            corpus,
+            data_dir / TINY_GEMMA4_TOKENIZER.removesuffix(".model"),
+            TINY_VOCAB_SIZE,
+            symbols=GEMMA4_PIECES,
+        ),
+    ]
+
+
+def tiny_for(variant: str) -> Tokenizer | None:
+    """The packaged tokenizer of a tiny preset (``tiny``, ``tiny-gemma4-*``); None for other variants."""
+    if variant.startswith("tiny-gemma4"):
+        return Tokenizer.tiny(gemma4=True)
+    return Tokenizer.tiny() if variant.startswith("tiny") else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gemma_runtime.tokenizer")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    build = commands.add_parser("build-tiny", help=f"retrain {TINY_TOKENIZER} from {SAMPLE_CORPUS}")
+    build = commands.add_parser(
+        "build-tiny", help=f"retrain {TINY_TOKENIZER} and {TINY_GEMMA4_TOKENIZER} from {SAMPLE_CORPUS}"
+    )
     build.add_argument(
         "--data-dir", type=Path, default=_SOURCE_DATA, help="folder with the corpus (default: %(default)s)"
     )
     args = parser.parse_args(argv)
-    output = build_tiny(args.data_dir)
-    print(f"wrote {output} ({output.stat().st_size} bytes)")
+    for output in build_tiny(args.data_dir):
+        print(f"wrote {output} ({output.stat().st_size} bytes)")
     return 0
 
 

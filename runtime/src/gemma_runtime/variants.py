@@ -281,7 +281,7 @@ def _tiny_gemma4(kind: str, **changes: Any) -> TransformerConfig:
         "head_dim": 16,
         "global_head_dim": 32,
         "hidden_dim": 128,
-        "vocab_size": 256,
+        "vocab_size": 1024,  # the packaged tiny Gemma 4 tokenizer's
         "sliding_window": 8,
         "max_seq_len": 512,
         "attention_pattern": (AttentionType.LOCAL,) * 2 + (AttentionType.GLOBAL,),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,19 @@ def outputs(procs: list[subprocess.Popen[str]], timeout: float = 300) -> list[st
 
 def losses(metrics_file: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, metrics_file.read_text().splitlines())}
+
+
+def sigterm_after(proc: subprocess.Popen[str], metrics_file: Path, steps: int, timeout: float = 300) -> str:
+    """SIGTERM a started run once its metrics file has ``steps`` logged steps (as a preemption stops a
+    pod); returns what it printed once it exited. It is killed if anything goes wrong."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not (metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= steps):
+            assert proc.poll() is None, "the run ended before the stop"
+            assert time.monotonic() < deadline, f"fewer than {steps} steps in {timeout:.0f} s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return out

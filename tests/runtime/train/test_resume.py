@@ -86,16 +86,7 @@ def test_sigterm_saves_the_current_step_and_asks_for_a_restart(tmp_path: Path) -
             "1",
         ]
     )
-    try:
-        deadline = time.monotonic() + 300
-        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
-            assert proc.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    out = runner.sigterm_after(proc, metrics, 5)
     assert proc.returncode == INTERRUPTED_EXIT_CODE, out[-3000:]
     last = max(runner.losses(metrics))
     assert 5 <= last < 500

@@ -290,8 +290,12 @@ def test_build_tiny_regenerates_the_packaged_model(
     with resources.as_file(data / "sample.txt") as sample:
         shutil.copyfile(sample, tmp_path / "sample.txt")
     assert tokenizer_module.main(["build-tiny", "--data-dir", str(tmp_path)]) == 0
-    assert "tiny_tokenizer.model" in capsys.readouterr().out
-    rebuilt = (tmp_path / "tiny_tokenizer.model").read_bytes()
-    assert rebuilt == (data / "tiny_tokenizer.model").read_bytes(), (
-        "data/tiny_tokenizer.model is stale: run python -m gemma_runtime.tokenizer build-tiny"
-    )
+    printed = capsys.readouterr().out
+    for name in ("tiny_tokenizer.model", "tiny_gemma4_tokenizer.model"):
+        assert name in printed
+        rebuilt = (tmp_path / name).read_bytes()
+        assert rebuilt == (data / name).read_bytes(), (
+            f"data/{name} is stale: run python -m gemma_runtime.tokenizer build-tiny"
+        )
+    assert Tokenizer.tiny(gemma4=True).gemma4
+    assert Tokenizer.tiny(gemma4=True).vocab_size == Tokenizer.tiny().vocab_size == 1024

@@ -141,9 +141,13 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan.summary())
         return 0
-    from gemma_runtime.serve.launch import serve
+    from gemma_runtime.serve.launch import checked_tokenizer, serve
 
-    serve(config, plan)
+    try:
+        tokenizer = checked_tokenizer(config)
+    except (OSError, ValueError) as err:  # no tokenizer file, an unreadable one, or the wrong one
+        return _refuse(args, "TokenizerFailed", err, code=2)
+    serve(config, plan, tokenizer)
     return 0
 
 

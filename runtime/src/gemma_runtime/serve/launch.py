@@ -27,11 +27,12 @@ from gemma_runtime.serve.engine import ModelEngine
 from gemma_runtime.serve.layout import serving_mesh
 from gemma_runtime.serve.load import load_weights as load_sharded
 from gemma_runtime.serve.load import random_weights
+from gemma_runtime.serve.plan import model_shape
 from gemma_runtime.serve.sampling import SamplingParams
 from gemma_runtime.serve.server import create_app
 from gemma_runtime.serve.service import Service
 from gemma_runtime.serve.weights import Weights
-from gemma_runtime.tokenizer import Tokenizer, find_tokenizer
+from gemma_runtime.tokenizer import Tokenizer, find_tokenizer, tiny_for
 from gemma_runtime.variants import GEMMA4_EMPTY_THOUGHT, TransformerConfig, preset
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,9 @@ def load_tokenizer(config: ServeConfig) -> Tokenizer:
     beside = find_tokenizer(source.checkpoint) if source.checkpoint else None
     if beside is not None:
         return Tokenizer(beside)
-    if source.variant.startswith("tiny"):
-        return Tokenizer.tiny()
+    tiny = tiny_for(source.variant)
+    if tiny is not None:
+        return tiny
     raise FileNotFoundError(
         "no tokenizer: set model.tokenizer (--tokenizer) or put tokenizer.model or tokenizer.json beside "
         "the checkpoint"
@@ -97,8 +99,20 @@ def build_engine(config: ServeConfig, plan: ServingPlan) -> ModelEngine:
     return engine
 
 
-def build_service(config: ServeConfig, plan: ServingPlan) -> Service:
+def checked_tokenizer(config: ServeConfig) -> Tokenizer:
+    """The tokenizer (:func:`load_tokenizer`), refused with a ValueError when it has more tokens than the
+    model's embedding has rows: their ids would be clamped into other tokens, silently."""
     tokenizer = load_tokenizer(config)
+    shape = model_shape(config)
+    if tokenizer.vocab_size > shape.vocab_size:
+        raise ValueError(
+            f"model.tokenizer: {tokenizer.path} has {tokenizer.vocab_size} tokens but {shape.name} has "
+            f"{shape.vocab_size}: use the tokenizer of the checkpoint's model"
+        )
+    return tokenizer
+
+
+def build_service(config: ServeConfig, plan: ServingPlan, tokenizer: Tokenizer) -> Service:
     sampling = config.sampling
     return Service(
         model_name=config.served_model_name,
@@ -111,10 +125,11 @@ def build_service(config: ServeConfig, plan: ServingPlan) -> Service:
     )
 
 
-def serve(config: ServeConfig, plan: ServingPlan) -> None:
-    """Run until SIGTERM or SIGINT; ``plan`` is ``plan.plan_for_host(config)``, checked before this."""
+def serve(config: ServeConfig, plan: ServingPlan, tokenizer: Tokenizer) -> None:
+    """Run until SIGTERM or SIGINT; ``plan`` is ``plan.plan_for_host(config)`` and ``tokenizer``
+    :func:`checked_tokenizer`'s, both checked before this."""
     compilation.enable(config.compilation_cache)
-    app = create_app(build_service(config, plan))
+    app = create_app(build_service(config, plan, tokenizer))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -19,7 +19,7 @@ from gemma_runtime.devices import local_devices, promised_platform
 from gemma_runtime.model import Transformer, TransformerConfig, preset
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import param_shardings, place, variable_sharding
-from gemma_runtime.tokenizer import Tokenizer, find_tokenizer
+from gemma_runtime.tokenizer import Tokenizer, find_tokenizer, tiny_for
 from gemma_runtime.train import data, step
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,9 @@ def tokenizer_for(config: TrainConfig) -> Tokenizer:
     beside = find_tokenizer(model.checkpoint) if model.checkpoint else None
     if beside is not None:
         return Tokenizer(beside)
-    if model.variant == "tiny":
-        return Tokenizer.tiny()
+    tiny = tiny_for(model.variant)
+    if tiny is not None:
+        return tiny
     raise TrainError(
         "model.tokenizer: no tokenizer.model or tokenizer.json beside the checkpoint; give its path"
     )
