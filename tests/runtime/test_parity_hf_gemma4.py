@@ -2,18 +2,20 @@
 random configs of each Gemma 4 kind: dense (global layers with their own head dim, one KV head, keys
 doubling as values), E-style (per-layer inputs, the last layers sharing earlier layers' keys and values,
 double-wide feed-forwards), mixture of experts, and the 12B's "unified" dense model (transformers'
-Gemma4UnifiedForCausalLM). transformers writes the checkpoint with
-save_pretrained, our safetensors importer reads it (config.json defines the architecture), and our
-logits match within 1e-4 relative for the full forward and for prefill-then-decode through the cache;
-greedy decoding gives the same tokens as transformers' generate. A multimodal wrapper's checkpoint
-(`text_config`, `model.language_model.*`) loads the same text model. Sequences are longer than the
-sliding window. Norm scales are perturbed, and so are the per-layer scalars (a buffer, which
-transformers starts at one)."""
+Gemma4UnifiedForCausalLM). transformers writes the checkpoint with save_pretrained, our safetensors
+importer reads it (config.json defines the architecture), and our logits match within 1e-4 relative for
+the full forward and for prefill-then-decode through the cache; greedy decoding gives the same tokens as
+transformers' generate; `gemma-runtime convert` writes our format with the same logits. A multimodal
+wrapper's checkpoint (`text_config`, `model.language_model.*`) loads the same text model. Sequences are
+longer than the sliding window. Norm scales are perturbed, and so are the per-layer scalars (a buffer,
+which transformers starts at one)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,23 @@ def test_a_multimodal_checkpoint_loads_its_text_model(
     assert "model.vision_tower (1 tensors)" in ignored
     assert "model.audio_tower (1 tensors)" in ignored
     assert "model.embed_vision (1 tensors)" in ignored
+
+
+def test_convert_cli_writes_our_format_with_the_same_logits(
+    reference: tuple[str, Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    _, checkpoint, out = reference
+    script = Path(sys.executable).with_name("gemma-runtime")
+    done = subprocess.run(
+        [str(script), "convert", str(checkpoint), "-o", str(tmp_path / "ours")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert detect(tmp_path / "ours") == Format.OURS
+    converted = load_model(tmp_path / "ours")
+    assert converted.config == read_config(checkpoint)
+    logits, _ = converted(jnp.asarray(TOKENS))
+    assert _relative(np.asarray(logits), out["logits"]) < 1e-4
