@@ -15,8 +15,9 @@ import optax
 import pytest
 from flax import nnx
 
+from gemma_runtime import axes
 from gemma_runtime.config import Hyperparameters, load_train_config
-from gemma_runtime.memory import training_state_bytes
+from gemma_runtime.memory import LORA_TARGETS, training_state_bytes
 from gemma_runtime.model import Transformer, tiny_config
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import batch_sharding
@@ -117,6 +118,22 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters() -> None:
     assert any(float(jnp.abs(ab["b"]).max()) > 0 for ab in trained.values())
 
 
+def test_lora_on_gemma4_adapts_the_matrices_each_layer_has_and_trains() -> None:
+    config = tiny_config(4, "e")  # layers 4 and 5 share keys and values: no k or v of their own
+    _, params = nnx.split(Transformer(config, rngs=nnx.Rngs(0)), nnx.Param)
+    names = {name for name, _ in lora.settings(params, 4, 8.0).embed_axes}
+    expected = {
+        f"layers.{i}.{'attn' if name in ('q', 'k', 'v', 'o') else 'mlp'}.{name}"
+        for i in range(config.num_layers)
+        for name, weight in axes.layer_weights(config, i).items()
+        if name in LORA_TARGETS and weight is not None
+    }
+    assert names == expected
+    assert "layers.5.attn.k" not in names
+    losses, _ = _run(_hyper(lora={"rank": 4}, learning_rate=1e-2), 5, generation=4)  # dense: global v-less
+    assert losses[-1] < losses[0]
+
+
 def test_lora_delta_is_rank_limited_and_laid_out_like_the_weight() -> None:
     a = jax.random.normal(jax.random.key(0), (6, 2))
     b = jax.random.normal(jax.random.key(1), (2, 4 * 3))
@@ -125,15 +142,22 @@ def test_lora_delta_is_rank_limited_and_laid_out_like_the_weight() -> None:
     assert int(np.linalg.matrix_rank(np.moveaxis(np.asarray(d), 1, 0).reshape(6, -1))) == 2
 
 
-@pytest.mark.parametrize("precision", ["bf16", "f32"])
-@pytest.mark.parametrize("lora_rank", [None, 4])
+@pytest.mark.parametrize(
+    ("precision", "lora_rank", "variant"),
+    [
+        *[(precision, rank, "tiny") for precision in ("bf16", "f32") for rank in (None, 4)],
+        # Gemma 4: KV-shared layers without k and v, global layers without v, experts, per-layer inputs.
+        *[("f32", rank, variant) for variant in ("tiny-gemma4-e", "tiny-gemma4-moe") for rank in (None, 4)],
+    ],
+)
 def test_the_memory_model_counts_the_state_a_checkpoint_saves(
-    tmp_path: Path, precision: str, lora_rank: int | None
+    tmp_path: Path, precision: str, lora_rank: int | None, variant: str
 ) -> None:
     """The operator's grace period is sized from this count: the trainer's real state (float32 master
     weights or adapters and AdamW's moments, whatever the compute precision) has exactly that many bytes."""
     training = {"precision": precision, **({"lora": {"rank": lora_rank}} if lora_rank else {})}
-    config = load_train_config(runner.config(tmp_path, "state", training=training))
+    path = runner.config(tmp_path, "state", training=training, model={"variant": variant})
+    config = load_train_config(path)
     run = loop.Training(config)
     saved = flatten(run.state)
     assert sum(x.nbytes for x in saved.values()) == training_state_bytes(run.shape, lora_rank=lora_rank)
