@@ -7,7 +7,10 @@ run, and waits for it before the first test that does."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.cluster.harness.binaries import BuildError, Log, _stderr, ensure_binaries
-from tests.cluster.harness.control_plane import _die_with_parent, stop_process
+from tests.cluster.harness.control_plane import _die_with_parent
 from tests.cluster.harness.crds import INFERENCE_POOL, SERVICE_MONITOR, crd_file
 from tests.cluster.harness.epp import ensure_epp
 from tests.cluster.harness.gcs import ensure_fake_gcs
@@ -55,18 +58,20 @@ def build_all(log: Log = _stderr) -> dict[str, str]:
 class Background:
     """`python -m tests.cluster.harness binaries` (every part above) under ``nice``: the CPU the tests
     leave idle builds the parts, the tests themselves barely slow down. Its log lines wait in a queue
-    until ``wait`` prints them, so they do not cut through the progress of the tests running meanwhile."""
+    until ``wait`` prints them, so they do not cut through the progress of the tests running meanwhile.
+    It runs in a process group of its own, so ``stop`` ends the ``go`` processes it started too."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: list[str] | None = None) -> None:
         root = Path(__file__).resolve().parents[3]
-        command = ["nice", "-n", "15", sys.executable, "-m", "tests.cluster.harness", "binaries"]
+        build = ["nice", "-n", "15", sys.executable, "-m", "tests.cluster.harness", "binaries"]
         self.started = time.monotonic()
         self._process = subprocess.Popen(
-            command,
+            command or build,
             cwd=root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -92,6 +97,16 @@ class Background:
         self.stop()
 
     def stop(self) -> None:
-        stop_process(self._process)
-        if self._process.stderr is not None:
+        """End the build if it still runs (SIGTERM to its group, SIGKILL after 10 s), then its reader."""
+        if self._process.poll() is None:
+            for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._process.pid, sig)
+                try:
+                    self._process.wait(grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self._reader.join(timeout=30)  # the pipe ends once every process of the group is gone
+        if self._process.stderr is not None and not self._reader.is_alive():
             self._process.stderr.close()
