@@ -39,7 +39,7 @@ def _service(tokenizer: Tokenizer, *, empty_thought: bool) -> Service:
 
 
 def test_variants_with_the_empty_thought() -> None:
-    assert {"gemma4-31b", "gemma4-26b-a4b"} == GEMMA4_EMPTY_THOUGHT
+    assert {"gemma4-12b", "gemma4-31b", "gemma4-26b-a4b"} == GEMMA4_EMPTY_THOUGHT  # the larger template
     assert not {"gemma4-e2b", "gemma4-e4b"} & GEMMA4_EMPTY_THOUGHT
 
 
