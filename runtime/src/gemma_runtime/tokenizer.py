@@ -400,8 +400,15 @@ def build_tiny(data_dir: Path = _SOURCE_DATA) -> list[Path]:
     ]
 
 
-def tiny_for(variant: str) -> Tokenizer | None:
-    """The packaged tokenizer of a tiny preset (``tiny``, ``tiny-gemma4-*``); None for other variants."""
+def resolve_tokenizer(tokenizer: str | None, checkpoint: str | None, variant: str) -> Tokenizer | None:
+    """What serving and training read: the configured tokenizer, else tokenizer.model or tokenizer.json
+    beside the checkpoint, else the packaged one of a tiny preset (``tiny``, ``tiny-gemma4-*``); None
+    when there is none."""
+    if tokenizer:
+        return Tokenizer(tokenizer)
+    beside = find_tokenizer(checkpoint) if checkpoint else None
+    if beside is not None:
+        return Tokenizer(beside)
     if variant.startswith("tiny-gemma4"):
         return Tokenizer.tiny(gemma4=True)
     return Tokenizer.tiny() if variant.startswith("tiny") else None

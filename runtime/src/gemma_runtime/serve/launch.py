@@ -32,7 +32,7 @@ from gemma_runtime.serve.sampling import SamplingParams
 from gemma_runtime.serve.server import create_app
 from gemma_runtime.serve.service import Service
 from gemma_runtime.serve.weights import Weights
-from gemma_runtime.tokenizer import Tokenizer, find_tokenizer, tiny_for
+from gemma_runtime.tokenizer import Tokenizer, resolve_tokenizer
 from gemma_runtime.variants import GEMMA4_EMPTY_THOUGHT, TransformerConfig, preset
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,9 @@ def load_tokenizer(config: ServeConfig) -> Tokenizer:
     """The configured tokenizer, else tokenizer.model or tokenizer.json beside the checkpoint, else the
     packaged tiny one for the tiny presets."""
     source = config.model
-    if source.tokenizer:
-        return Tokenizer(source.tokenizer)
-    beside = find_tokenizer(source.checkpoint) if source.checkpoint else None
-    if beside is not None:
-        return Tokenizer(beside)
-    tiny = tiny_for(source.variant)
-    if tiny is not None:
-        return tiny
+    found = resolve_tokenizer(source.tokenizer, source.checkpoint, source.variant)
+    if found is not None:
+        return found
     raise FileNotFoundError(
         "no tokenizer: set model.tokenizer (--tokenizer) or put tokenizer.model or tokenizer.json beside "
         "the checkpoint"

@@ -19,7 +19,7 @@ from gemma_runtime.devices import local_devices, promised_platform
 from gemma_runtime.model import Transformer, TransformerConfig, preset
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.parallel.sharding import param_shardings, place, variable_sharding
-from gemma_runtime.tokenizer import Tokenizer, find_tokenizer, tiny_for
+from gemma_runtime.tokenizer import Tokenizer, resolve_tokenizer
 from gemma_runtime.train import data, step
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,9 @@ def check_devices(environ: Mapping[str, str]) -> None:
 
 def tokenizer_for(config: TrainConfig) -> Tokenizer:
     model = config.model
-    if model.tokenizer:
-        return Tokenizer(model.tokenizer)
-    beside = find_tokenizer(model.checkpoint) if model.checkpoint else None
-    if beside is not None:
-        return Tokenizer(beside)
-    tiny = tiny_for(model.variant)
-    if tiny is not None:
-        return tiny
+    found = resolve_tokenizer(model.tokenizer, model.checkpoint, model.variant)
+    if found is not None:
+        return found
     raise TrainError(
         "model.tokenizer: no tokenizer.model or tokenizer.json beside the checkpoint; give its path"
     )
