@@ -17,6 +17,7 @@ import pytest
 from gemma_runtime.checkpoint import Format, detect, load_model
 from gemma_runtime.checkpoint.hf import read_config
 from gemma_runtime.model import AttentionType, Transformer
+from tests.runtime.convert_cli import convert
 from tests.runtime.reference.venvs import ReferenceUnavailableError, require_reference
 
 COMMON = {
@@ -159,19 +160,6 @@ def test_greedy_decode_matches_generate(reference: tuple[str, Path, dict[str, np
 def test_convert_cli_writes_our_format_with_the_same_logits(
     reference: tuple[str, Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
     _, checkpoint, out = reference
-    script = Path(sys.executable).with_name("gemma-runtime")
-    done = subprocess.run(
-        [str(script), "convert", str(checkpoint), "-o", str(tmp_path / "ours")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "wrote" in done.stdout
-    assert detect(tmp_path / "ours") == Format.OURS
-    logits, _ = load_model(tmp_path / "ours")(jnp.asarray(TOKENS))
+    logits, _ = convert(checkpoint, tmp_path / "ours")(jnp.asarray(TOKENS))
     assert _relative(np.asarray(logits), out["logits"]) < 1e-4

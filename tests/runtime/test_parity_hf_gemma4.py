@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from safetensors.numpy import load_file, save_file
 from gemma_runtime.checkpoint import Format, detect, load_model
 from gemma_runtime.checkpoint.hf import read_config
 from gemma_runtime.model import AttentionType, Transformer
+from tests.runtime.convert_cli import convert
 from tests.runtime.reference.venvs import ReferenceUnavailableError, require_reference
 
 COMMON: dict[str, Any] = {
@@ -199,17 +198,7 @@ def test_convert_cli_writes_our_format_with_the_same_logits(
     reference: tuple[str, Path, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
     _, checkpoint, out = reference
-    script = Path(sys.executable).with_name("gemma-runtime")
-    done = subprocess.run(
-        [str(script), "convert", str(checkpoint), "-o", str(tmp_path / "ours")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    assert detect(tmp_path / "ours") == Format.OURS
-    converted = load_model(tmp_path / "ours")
+    converted = convert(checkpoint, tmp_path / "ours")
     assert converted.config == read_config(checkpoint)
     logits, _ = converted(jnp.asarray(TOKENS))
     assert _relative(np.asarray(logits), out["logits"]) < 1e-4
