@@ -88,6 +88,7 @@ INVALID = [
     Invalid("env-two-sources", TINY_SERVER, {"pod": {"env": [{"name": "A", "value": "1", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}, "spec.pod.env[0]", "set exactly one of value and valueFrom", "set exactly one of value and valueFrom"),
     Invalid("mesh-product", TPU_TRAINING, {"parallelism": {"data": 2, "fsdp": 4, "tensor": 1}}, "spec.parallelism", "must equal the chips", "does not fit 16 chips"),
     Invalid("mesh-fill-divides", TPU_TRAINING, {"parallelism": {"data": 3, "fsdp": -1, "tensor": 1}}, "spec.parallelism", "must equal the chips", "does not fit 16 chips"),
+    Invalid("mesh-product-expert", TPU_TRAINING, {"parallelism": {"data": 1, "fsdp": -1, "tensor": 1, "expert": 3}}, "spec.parallelism", "must equal the chips", "does not fit 16 chips"),
     Invalid("mesh-two-fills", TPU_TRAINING, {"parallelism": {"data": -1, "fsdp": -1}}, "spec.parallelism", "at most one of data, fsdp and tensor may be -1", "at most one of data, fsdp and tensor may be -1"),
     Invalid("mesh-zero", TPU_TRAINING, {"parallelism": {"tensor": 0}}, "spec.parallelism.tensor", "must be -1 (fill) or a positive integer", "must be -1 (fill) or a positive integer"),
     Invalid("multislice-single-host", TPU_TRAINING, {"accelerator": {"topology": "2x4", "numSlices": 2}, "parallelism": {"data": 2, "fsdp": -1}}, "spec.accelerator.numSlices", "numSlices > 1 needs a multi-host TPU slice", "numSlices > 1 needs a multi-host TPU slice"),

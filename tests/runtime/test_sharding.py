@@ -1,5 +1,6 @@
 """Every parameter carries logical axes, and the same model sharded over 8 simulated CPU devices
-(data x fsdp x tensor meshes) computes the same logits as unsharded."""
+(data x fsdp x tensor meshes) computes the same logits as unsharded; a mixture of experts split over an
+``expert`` axis computes the same values and gradients."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from flax import nnx
@@ -16,10 +18,16 @@ from gemma_runtime.axes import LOGICAL_AXIS_RULES
 from gemma_runtime.checkpoint.params import variables
 from gemma_runtime.model import Transformer, tiny_config
 from gemma_runtime.parallel.mesh import resolve_shape
+from gemma_runtime.variants import TransformerConfig
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def test_every_parameter_has_logical_axes_from_the_table() -> None:
-    model = nnx.eval_shape(lambda: Transformer(tiny_config(3), rngs=nnx.Rngs(0)))
+@pytest.mark.parametrize(
+    "config", [tiny_config(3), tiny_config(4, "moe"), tiny_config(4, "e")], ids=["gemma3", "moe", "e"]
+)
+def test_every_parameter_has_logical_axes_from_the_table(config: TransformerConfig) -> None:
+    model = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
     for name, var in variables(model).items():
         axes = var.get_metadata().get("logical_axes")
         assert axes is not None, name
@@ -35,6 +43,14 @@ def test_mesh_shape_fills_one_axis(
     given: tuple[int, int, int], devices: int, expected: tuple[int, int, int]
 ) -> None:
     assert resolve_shape(*given, devices) == expected
+
+
+def test_the_expert_axis_counts_in_the_mesh_shape() -> None:
+    assert resolve_shape(2, -1, 2, 8, expert=2) == (2, 1, 2)
+    with pytest.raises(ValueError, match="3 does not divide the 8 devices"):
+        resolve_shape(1, -1, 1, 8, expert=3)
+    with pytest.raises(ValueError, match="data\\*fsdp\\*expert\\*tensor = 16 but 8"):
+        resolve_shape(2, 2, 2, 8, expert=2)
 
 
 @pytest.mark.parametrize(
@@ -101,6 +117,30 @@ def test_sharded_forward_equals_unsharded_on_8_cpu_devices() -> None:
 def test_multislice_meshes_span_slices_only_along_data() -> None:
     from gemma_runtime.parallel.mesh import split_over_slices
 
-    assert split_over_slices((4, 8, 1), 2) == ((2, 8, 1), (2, 1, 1))
+    assert split_over_slices((4, 8, 1, 1), 2) == ((2, 8, 1, 1), (2, 1, 1, 1))
     with pytest.raises(ValueError, match="data axis 1 is not a multiple of the 2 slices"):
-        split_over_slices((1, 16, 1), 2)
+        split_over_slices((1, 16, 1, 1), 2)
+
+
+def test_experts_split_over_the_expert_axis_give_one_devices_values_and_gradients() -> None:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.runtime.expert_case"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(results) == ["every", "grouped"]  # training's grouped products, serving's loop
+    for how, found in results.items():
+        # The loss, then the gradients of the three expert weights, the tokens and the router's shares.
+        assert len(found["relative_differences"]) == 6, how
+        assert max(found["relative_differences"]) < 1e-5, (how, found)
+        # Each device holds 2 of the 4 experts and half of each expert's hidden axis, and the experts are
+        # never gathered: the partial sums are all-reduced (a gather would show as all-gather).
+        assert found["experts_shard"] == [2, 64, 16], how
+        assert found["collectives"] == ["all-reduce"], (how, found)

@@ -17,13 +17,15 @@ MeshAxes = str | tuple[str, ...] | None
 Axes = tuple[str | None, ...]
 
 # Weights are sharded over fsdp along the embedding and over tensor along heads, MLP and vocabulary;
-# batches over data and fsdp (MaxText's logical-axis rules). An axis not named here is replicated.
+# a mixture of experts' experts over expert; batches over data and fsdp (MaxText's logical-axis rules).
+# An axis not named here is replicated.
 LOGICAL_AXIS_RULES: Mapping[str, MeshAxes] = {
     "batch": ("data", "fsdp"),
     "sequence": None,
     "embed": "fsdp",
     "vocab": "tensor",
     "mlp": "tensor",
+    "experts": "expert",
     "heads": "tensor",
     "kv_heads": "tensor",
     "head_dim": None,

@@ -66,10 +66,12 @@ class Accelerator(_Strict):
 
 class ServeMesh(_Strict):
     """How the host's chips split: ``data`` replicas of the model over the decode slots, each split over
-    ``tensor`` chips (query heads, KV heads, FFN hidden axis, vocabulary)."""
+    ``expert`` x ``tensor`` chips (a mixture of experts' experts over ``expert``; query heads, KV heads, FFN
+    and expert hidden axes, vocabulary over ``tensor``)."""
 
     data: int = Field(ge=1)
     tensor: int = Field(ge=1)
+    expert: int = Field(1, ge=1, description="Expert parallelism: how many chips split the experts.")
 
 
 class ServeConfig(_Strict):
@@ -150,6 +152,7 @@ class MeshShape(_Strict):
     data: int = Field(1, ge=-1)
     fsdp: int = Field(-1, ge=-1)
     tensor: int = Field(1, ge=-1)
+    expert: int = Field(1, ge=1, description="Expert parallelism: how many chips split the experts.")
 
 
 class CheckpointPolicy(_Strict):

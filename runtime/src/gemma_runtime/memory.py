@@ -104,11 +104,13 @@ def _split(units: int, tensor: int) -> int:
     return tensor if units % tensor == 0 else 1
 
 
-def weight_bytes_per_chip(config: TransformerConfig, dtype: Dtype, quantization: str, tensor: int) -> int:
+def weight_bytes_per_chip(
+    config: TransformerConfig, dtype: Dtype, quantization: str, tensor: int, expert: int = 1
+) -> int:
     """Bytes of the serving weights on each chip (the same on every data replica): every weight of
-    ``axes.serving_weights`` split as the logical-axis table splits it over ``tensor``; under int8 the
-    matrices and the embedding hold a byte per value and an f32 scale per output channel."""
-    mesh = {"data": 1, "fsdp": 1, "tensor": tensor}
+    ``axes.serving_weights`` split as the logical-axis table splits it over ``expert`` x ``tensor``; under
+    int8 the matrices and the embedding hold a byte per value and an f32 scale per output channel."""
+    mesh = {"data": 1, "fsdp": 1, "expert": expert, "tensor": tensor}
     int8 = quantization == "int8"
     item = _ITEMSIZE[dtype]
     return sum(w.bytes_per_device(mesh, item, int8) for w in axes.serving_weights(config))
@@ -182,11 +184,23 @@ def workspace_bytes(
 
 @dataclasses.dataclass(frozen=True)
 class Mesh:
+    """A serving mesh: data replicas over the slots, each split over expert x tensor chips."""
+
     data: int
     tensor: int
+    expert: int = 1
+
+    @property
+    def axes(self) -> str:
+        return "data x tensor" if self.expert == 1 else "data x expert x tensor"
 
     def __str__(self) -> str:
-        return f"{self.data}x{self.tensor}"
+        middle = f"x{self.expert}" if self.expert > 1 else ""
+        return f"{self.data}{middle}x{self.tensor}"
+
+    @property
+    def chips(self) -> int:
+        return self.data * self.expert * self.tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +234,7 @@ class ServingPlan:
         int8 = " int8" if self.quantization == "int8" else ""
         return (
             f"{self.variant} {self.dtype}{int8} on {self.chips.name} "
-            f"(mesh data x tensor = {self.mesh}), {self.slots} slots x {self.max_len} tokens, per chip: "
+            f"(mesh {self.mesh.axes} = {self.mesh}), {self.slots} slots x {self.max_len} tokens, per chip: "
             f"weights {self.weight_bytes / GiB:.2f} GiB + KV cache {self.kv_bytes / GiB:.2f} GiB "
             f"({self.kv_bytes_per_slot / 2**20:.1f} MiB per slot) + workspace "
             f"{self.workspace_bytes / GiB:.2f} GiB = {self.total_bytes / GiB:.2f} GiB of {self.chips.limit}"
@@ -238,7 +252,7 @@ class _Workload:
 
     def plan(self, mesh: Mesh, slots: int) -> ServingPlan:
         config, dtype = self.config, self.dtype
-        weights = weight_bytes_per_chip(config, dtype, self.quantization, mesh.tensor)
+        weights = weight_bytes_per_chip(config, dtype, self.quantization, mesh.tensor, mesh.expert)
         per_slot = kv_bytes_per_slot(config, self.max_len, dtype, mesh.tensor)
 
         def workspace(local: int) -> int:
@@ -279,21 +293,32 @@ class _Workload:
 
 
 def candidate_meshes(config: TransformerConfig, chips: int) -> list[Mesh]:
-    """Every data x tensor split of ``chips`` whose tensor degree divides the query heads."""
-    return [Mesh(chips // t, t) for t in range(1, chips + 1) if chips % t == 0 and config.num_heads % t == 0]
+    """Every data x tensor split of ``chips`` whose tensor degree divides the query heads, and for a
+    mixture of experts every data x expert x tensor split whose expert degree divides the experts."""
+    experts = [
+        e for e in range(1, chips + 1) if e == 1 or (config.num_experts and config.num_experts % e == 0)
+    ]
+    return [
+        Mesh(chips // (e * t), t, e)
+        for e in experts
+        for t in range(1, chips + 1)
+        if chips % (e * t) == 0 and config.num_heads % t == 0
+    ]
 
 
 def check_mesh(config: TransformerConfig, chips: int, mesh: Mesh, slots: int | None) -> None:
     """Raise PlanError naming what is wrong with a requested mesh."""
-    if mesh.data * mesh.tensor != chips:
+    if mesh.chips != chips:
+        raise PlanError(f"mesh {mesh}: {mesh.axes} = {mesh.chips}, but the host has {chips} chips")
+    if mesh.expert > 1 and (not config.num_experts or config.num_experts % mesh.expert):
         raise PlanError(
-            f"mesh {mesh}: data x tensor = {mesh.data * mesh.tensor}, but the host has {chips} chips"
+            f"mesh {mesh}: expert {mesh.expert} does not divide {config.name}'s {config.num_experts} experts"
         )
     if config.num_heads % mesh.tensor:
         valid = ", ".join(str(m) for m in candidate_meshes(config, chips))
         raise PlanError(
             f"mesh {mesh}: tensor {mesh.tensor} does not divide {config.name}'s {config.num_heads} query "
-            f"heads; valid meshes (data x tensor): {valid}"
+            f"heads; valid meshes (data x tensor, or data x expert x tensor): {valid}"
         )
     if slots is not None and slots % mesh.data:
         raise PlanError(
@@ -381,7 +406,7 @@ def _no_fit(work: _Workload, meshes: list[Mesh], slots: int | None) -> str:
         elif int8.max_slots:
             lines.append(f"with int8 weights {int8.max_slots} slots would fit")
     if usable and best.weight_bytes >= usable:
-        need = math.ceil(best.weight_bytes * best.mesh.tensor / usable)
+        need = math.ceil(best.weight_bytes * best.mesh.tensor * best.mesh.expert / usable)
         lines.append(f"the weights alone need at least {need} chips of this kind")
     lines.append("or use an accelerator with more chips or memory per chip")
     return "; ".join(lines)

@@ -4,8 +4,10 @@ one KV head, keys doubling as values), E-style (per-layer inputs; the last layer
 layers' keys and values over their caches, and keep none of their own) and mixture of experts (f32,
 prompts longer than the sliding window and than a chunk, pieces of several prompts packed into one step),
 on one device and on a data 2 x tensor 2 mesh of simulated CPU devices (in a subprocess:
-``gemma4_sharded_case.py``), where each device holds exactly the memory model's bytes. Serving's loader
-places a checkpoint's tensors exactly as the loaded model's weights extract (bf16 and int8 too)."""
+``gemma4_sharded_case.py``), where each device holds exactly the memory model's bytes; the mixture of
+experts also with its experts split over an ``expert`` axis (data 2 x expert 2 x tensor 2, 8 devices).
+Serving's loader places a checkpoint's tensors exactly as the loaded model's weights extract (bf16 and
+int8 too)."""
 
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def test_loaded_weights_equal_the_loaded_model_extracted(
 
 
 def test_a_sharded_engine_serves_the_single_device_tokens() -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run(
         [sys.executable, "-m", "tests.runtime.serve.gemma4_sharded_case"],
         capture_output=True,
@@ -102,12 +104,26 @@ def test_a_sharded_engine_serves_the_single_device_tokens() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-5000:]
-    for kind, found in json.loads(out.stdout.strip().splitlines()[-1]).items():
-        assert found["tokens"] == found["reference"], kind
-        # The memory model counts, to the byte, what each device of the data 2 x tensor 2 mesh holds.
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(results) == ["dense", "e", "moe", "moe-expert"]
+    for case, found in results.items():
+        assert found["tokens"] == found["reference"], case
+        # The memory model counts, to the byte, what each device of the data 2 x tensor 2 mesh holds (and of
+        # data 2 x expert 2 x tensor 2: the experts split over expert as well).
+        kind, expert = case.removesuffix("-expert"), 2 if case.endswith("-expert") else 1
         config = tiny_config(4, kind)
-        assert found["weight_bytes"] == memory.weight_bytes_per_chip(config, "float32", "none", 2), kind
-        assert found["int8_weight_bytes"] == memory.weight_bytes_per_chip(config, "float32", "int8", 2), kind
+        for quantization, key in (("none", "weight_bytes"), ("int8", "int8_weight_bytes")):
+            expected = memory.weight_bytes_per_chip(config, "float32", quantization, 2, expert)
+            assert found[key] == expected, (case, quantization)
         slots_per_device = SLOTS // 2
         cache = slots_per_device * memory.kv_bytes_per_slot(config, SHARDED_MAX_LEN, "float32", 2)
-        assert found["cache_bytes"] == cache, kind
+        assert found["cache_bytes"] == cache, case
+    # Expert parallelism: each device holds 2 of the 4 experts, each expert's hidden axis (32) over tensor,
+    # and serves the single-device tokens under int8 too.
+    parallel = results["moe-expert"]
+    assert (parallel["experts_spec"], parallel["experts_shard"]) == (
+        "P('expert', None, 'tensor')",
+        [2, 64, 16],
+    )
+    assert parallel["int8_tokens"] == parallel["int8_reference"]
+    assert parallel["weight_bytes"] < results["moe"]["weight_bytes"]

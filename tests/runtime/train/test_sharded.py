@@ -23,7 +23,7 @@ def _curve(tmp_path: Path, mesh: tuple[int, int, int], devices: int) -> dict[int
         ["--config", str(cfg), "--metrics-file", str(metrics), "--log-every", "1"], devices=devices
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"mesh {{'data': {mesh[0]}, 'fsdp': {mesh[1]}, 'tensor': {mesh[2]}}}" in done.stderr
+    assert f"mesh {{'data': {mesh[0]}, 'fsdp': {mesh[1]}, 'expert': 1, 'tensor': {mesh[2]}}}" in done.stderr
     return runner.losses(metrics)
 
 

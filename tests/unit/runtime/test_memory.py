@@ -5,6 +5,7 @@ trainer)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from gemma_runtime.memory import (
     GiB,
     Mesh,
     PlanError,
+    candidate_meshes,
     host_chips,
     kv_bytes_per_slot,
     plan_serving,
@@ -160,6 +162,32 @@ def test_a_mesh_that_cannot_work_is_a_clear_error(mesh: Mesh, slots: int, messag
             max_prefill=1024,
             slots=slots,
             mesh=mesh,
+        )
+
+
+def test_a_mixture_of_experts_may_split_its_experts_over_an_expert_axis() -> None:
+    config = preset("gemma4-26b-a4b")  # 128 experts, 16 query heads; global layers 2 KV heads, local 8
+    meshes = [str(m) for m in candidate_meshes(config, 8)]
+    assert {"1x8", "2x4", "2x2x2", "1x8x1", "1x2x4"} <= set(meshes)
+    assert all(m.count("x") == 1 for m in (str(m) for m in candidate_meshes(preset("gemma2-9b"), 8)))
+    # The experts (most of the weights) split over expert x tensor, everything else over tensor alone.
+    bf16 = functools.partial(weight_bytes_per_chip, config, "bfloat16", "none")
+    assert bf16(8) < bf16(2, 4) < bf16(1, 8) < bf16(1)
+    # On a v6e 2x4 host at 8192 tokens it holds the most slots: tensor 2 splits every layer's KV heads
+    # (tensor 4 cannot split the global layers' 2), and expert 2 halves the experts again.
+    plan = plan_serving(
+        config, dtype="bfloat16", chips=host_chips("v6e", "2x4"), max_len=8192, max_prefill=1024
+    )
+    assert (str(plan.mesh), plan.mesh.axes, plan.fits) == ("2x2x2", "data x expert x tensor", True)
+    assert "(mesh data x expert x tensor = 2x2x2)" in plan.summary()
+    with pytest.raises(PlanError, match="expert 2 does not divide gemma2-9b's 0 experts"):
+        plan_serving(
+            preset("gemma2-9b"),
+            dtype="bfloat16",
+            chips=host_chips("v6e", "2x4"),
+            max_len=8192,
+            max_prefill=1024,
+            mesh=Mesh(1, 4, 2),
         )
 
 

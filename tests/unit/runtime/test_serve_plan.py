@@ -47,3 +47,11 @@ def test_flags_override_the_accelerator_and_mesh(capsys: pytest.CaptureFixture[s
     assert "expected DATAxTENSOR" in capsys.readouterr().err
     assert cli.main(["serve", "--variant", "gemma2-9b", "--accelerator", "v5e:3x3", "--dry-run"]) == 2
     assert "topology '3x3' is not valid for TPU v5e" in capsys.readouterr().err
+    # A mixture of experts may split its experts over an expert axis: DATAxEXPERTxTENSOR.
+    moe = ["serve", "--variant", "gemma4-26b-a4b", "--dtype", "bfloat16", "--accelerator", "v6e:2x4"]
+    assert cli.main([*moe, "--mesh", "2x2x2", "--dry-run"]) == 0
+    assert "(mesh data x expert x tensor = 2x2x2)" in capsys.readouterr().out
+    assert cli.main([*moe, "--mesh", "1x3x2", "--dry-run"]) == 2
+    assert "data x expert x tensor = 6, but the host has 8 chips" in capsys.readouterr().err
+    assert cli.main([*argv, "--mesh", "1x2x4", "--dry-run"]) == 2
+    assert "expert 2 does not divide gemma2-9b's 0 experts" in capsys.readouterr().err

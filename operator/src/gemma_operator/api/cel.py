@@ -148,7 +148,7 @@ def _chips(acc: str) -> str:
 
 def mesh_rule() -> dict[str, Any]:
     acc, mesh = "self.accelerator", "self.parallelism"
-    axes = [f"{mesh}.{a}" for a in ("data", "fsdp", "tensor")]
+    axes = [f"{mesh}.{a}" for a in ("data", "fsdp", "tensor", "expert")]
     product = " * ".join(f"({a} == -1 ? 1 : {a})" for a in axes)
     fill = " || ".join(f"{a} == -1" for a in axes)
     total = _chips(acc)
@@ -157,7 +157,7 @@ def mesh_rule() -> dict[str, Any]:
         f"{acc}.type == 'cpu' || ({acc}.type in {TPU_TYPES} && !has({acc}.topology)) || "
         f"({acc}.type in {GPU_TYPES} && !has({acc}.count)) || {zero} || "
         f"({total} % ({product}) == 0 && ({fill} || {product} == {total}))",
-        "data * fsdp * tensor must equal the chips of the slice * numSlices "
+        "data * fsdp * tensor * expert must equal the chips of the slice * numSlices "
         "(or divide it when one axis is -1, which fills the rest)",
         ".parallelism",
     )

@@ -234,7 +234,10 @@ class ServingStats(ApiModel):
 class ServingPlanStatus(ApiModel):
     """The memory plan of one replica (gemma_runtime.memory, the model the runtime checks too)."""
 
-    mesh: str = Field(description="How the host's chips split: data x tensor (data: replicas over slots).")
+    mesh: str = Field(
+        description="How the host's chips split: data x tensor (data: replicas over slots), or "
+        "data x expert x tensor for a mixture of experts split over expert chips."
+    )
     max_batch_size: int = Field(description="Decode slots the runtime is configured with.", ge=0)
     max_sequence_length: int = Field(description="Tokens per slot the cache holds.", ge=0)
     weight_bytes_per_chip: int = Field(description="Bytes of weights on each chip.", ge=0)

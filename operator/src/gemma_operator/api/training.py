@@ -15,6 +15,7 @@ from gemma_operator.api.common import AcceleratorSpec, ModelSpec, PodOverrides
 from gemma_operator.api.conditions import Condition
 from gemma_operator.api.serving import ResolvedAccelerator
 from gemma_runtime import accelerators
+from gemma_runtime.variants import preset
 
 RETRY_EXIT_CODE = 42
 """The runtime exits with this code to ask for a fresh slice; such a restart, like a disruption
@@ -136,6 +137,13 @@ class Parallelism(ApiModel):
         le=65536,
         json_schema_extra=NOT_ZERO,
     )
+    expert: int = Field(
+        1,
+        description="Expert parallelism within a host: how many chips split a mixture of experts' experts "
+        "(must divide them; 1 for other models).",
+        ge=1,
+        le=65536,
+    )
 
     @field_validator("data", "fsdp", "tensor")
     @classmethod
@@ -220,13 +228,26 @@ class GemmaTrainingSpec(ApiModel):
             return self
         total = chips * acc.num_slices
         mesh = self.parallelism
-        axes = [mesh.data, mesh.fsdp, mesh.tensor]
+        axes = [mesh.data, mesh.fsdp, mesh.tensor, mesh.expert]
         product = math.prod(a for a in axes if a != -1)
         if total % product or (-1 not in axes and product != total):
             raise FieldError(
                 "parallelism",
-                f"data * fsdp * tensor = {mesh.data} * {mesh.fsdp} * {mesh.tensor} does not fit "
-                f"{total} chips ({chips} per slice * {acc.num_slices} slices)",
+                f"data * fsdp * tensor * expert = {mesh.data} * {mesh.fsdp} * {mesh.tensor} * {mesh.expert} "
+                f"does not fit {total} chips ({chips} per slice * {acc.num_slices} slices)",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_experts(self) -> GemmaTrainingSpec:
+        """After the mesh's product: the expert degree divides the model's experts."""
+        expert = self.parallelism.expert
+        experts = preset(str(self.model.variant)).num_experts
+        if expert > 1 and (not experts or experts % expert):
+            raise FieldError(
+                "parallelism.expert",
+                f"{expert} does not divide {self.model.variant}'s {experts} experts "
+                "(1 for a model without a mixture of experts)",
             )
         return self
 

@@ -82,10 +82,17 @@ def training_grace_seconds(spec: GemmaTrainingSpec) -> int:
     hosts = resolved.hosts * acc.num_slices
     data = mesh.data
     if data == -1:  # the fill: all chips over the other two axes
-        data = max(1, resolved.chips * acc.num_slices // (mesh.fsdp * mesh.tensor))
+        data = max(1, resolved.chips * acc.num_slices // (mesh.fsdp * mesh.tensor * mesh.expert))
     lora = spec.training.lora
     per_host = training_state_bytes_per_host(
         preset(str(spec.model.variant)), hosts=hosts, data=data, lora_rank=lora.rank if lora else None
     )
     save = per_host / CHECKPOINT_WRITE_BYTES_PER_SECOND
     return max(MIN_GRACE_SECONDS, math.ceil(GRACE_MARGIN_SECONDS + 2 * save))
+
+
+def mesh_document(data: int, tensor: int, *, fsdp: int | None = None, expert: int = 1) -> dict[str, int]:
+    """The runtime config's ``mesh``: ``expert`` only where it splits a mixture of experts, so that the
+    configs (and config hashes) of every other workload stay as they were."""
+    axes = {"data": data} | ({} if fsdp is None else {"fsdp": fsdp}) | {"tensor": tensor}
+    return axes | ({"expert": expert} if expert > 1 else {})

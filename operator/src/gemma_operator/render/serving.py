@@ -17,7 +17,7 @@ from gemma_operator.render import naming
 from gemma_operator.render.env import render
 from gemma_operator.render.monitoring import autoscaling_metric
 from gemma_operator.render.placement import Placement, place
-from gemma_operator.render.plan import server_plan
+from gemma_operator.render.plan import mesh_document, server_plan
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.sources import TERMINATION_LOG, Mounts, compilation_cache, resolve
 from gemma_runtime import metric_names
@@ -74,7 +74,7 @@ def serve_config(
             }.items()
             if v is not None
         },
-        "mesh": {"data": plan.mesh.data, "tensor": plan.mesh.tensor},
+        "mesh": mesh_document(plan.mesh.data, plan.mesh.tensor, expert=plan.mesh.expert),
         "compilation_cache": compilation_cache(mounts, model.cache),
         "host": "0.0.0.0",
         "port": settings.runtime_port,

@@ -15,7 +15,7 @@ from gemma_operator.config import Settings
 from gemma_operator.render import naming
 from gemma_operator.render.env import render
 from gemma_operator.render.placement import place
-from gemma_operator.render.plan import training_grace_seconds
+from gemma_operator.render.plan import mesh_document, training_grace_seconds
 from gemma_operator.render.pods import fetcher, runtime_pod_spec
 from gemma_operator.render.serving import config_hash
 from gemma_operator.render.sources import TERMINATION_LOG, Mounts, compilation_cache, resolve
@@ -85,11 +85,12 @@ def train_config(
             "text_field": spec.dataset.text_field,
         },
         "training": training,
-        "mesh": {
-            "data": spec.parallelism.data,
-            "fsdp": spec.parallelism.fsdp,
-            "tensor": spec.parallelism.tensor,
-        },
+        "mesh": mesh_document(
+            spec.parallelism.data,
+            spec.parallelism.tensor,
+            fsdp=spec.parallelism.fsdp,
+            expert=spec.parallelism.expert,
+        ),
         "checkpoints": checkpoints,
         "num_slices": spec.accelerator.num_slices,
         "compilation_cache": compilation_cache(mounts, model.cache),

@@ -25,8 +25,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from gemma_runtime.model.matmul import PLAIN, Products, Weight, ndim, take_rows
+from gemma_runtime.parallel.sharding import fitted_spec
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
 Array = jax.Array
@@ -202,31 +204,80 @@ def experts(
     """Each token through its chosen experts' GeGLU feed-forwards, summed by the router's weights.
     x [S, D], chosen and weights [S, k] -> [S, D]. The (token, expert) pairs are sorted by expert and
     run as grouped products (``ragged_dot``): each expert's weights are read once, for its tokens only.
-    Without ``products.grouped_experts``: every expert over every token, weighted (zero where unchosen)."""
-    if not products.grouped_experts:
-        return _every_expert(p, x, chosen, weights)
+    Without ``products.grouped_experts``: every expert over every token, weighted (zero where unchosen).
+
+    On a mesh with an ``expert`` axis (the one being traced for) the experts are split over it (expert
+    parallelism) and each expert's hidden axis over ``tensor``: every device runs its own experts' share
+    for the tokens it holds, and the partial sums add up over both axes."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.shape.get("expert", 1) == 1:
+        return _local_experts(p, x, chosen, weights, first=0, grouped=products.grouped_experts)
+    return _parallel_experts(p, x, chosen, weights, mesh=mesh, products=products)
+
+
+def _parallel_experts(
+    p: Params, x: Array, chosen: Array, weights: Array, *, mesh: Any, products: Products
+) -> Array:
+    """:func:`experts` mapped over the mesh: tokens as the step holds them (rows over ``products.
+    token_axes``, replicated over ``expert`` and ``tensor``), the experts' weights as the logical-axis table
+    splits them (gathered over ``fsdp`` first, as FSDP does)."""
+    count = p["experts_gate"].shape[0]
+    if count % mesh.shape["expert"]:
+        raise ValueError(
+            f"mesh expert {mesh.shape['expert']} does not divide the model's {count} experts; use a divisor"
+        )
+    rows = PartitionSpec(tuple(a for a in products.token_axes if mesh.shape.get(a, 1) > 1) or None)
+    up = fitted_spec(("experts", None, "mlp"), p["experts_gate"].shape, mesh)
+    down = fitted_spec(("experts", "mlp", None), p["experts_down"].shape, mesh)
+    summed = tuple(a for a in ("expert", "tensor") if a in (*up, *down))
+
+    names = ("experts_gate", "experts_up", "experts_down")
+
+    def local(tokens: tuple[Array, Array, Array], mine: dict[str, Array]) -> Array:
+        first = jax.lax.axis_index("expert") * mine["experts_gate"].shape[0]
+        out = _local_experts(mine, *tokens, first=first, grouped=products.grouped_experts)
+        total: Array = jax.lax.psum(out, summed)
+        return total
+
+    specs = ((rows, rows, rows), dict(zip(names, (up, up, down), strict=True)))
+    # check_vma off: the loop over local experts starts its sum from zeros that do not vary over the
+    # mesh; the psum above makes the result the same on every device of an expert x tensor group.
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=rows, check_vma=False)
+    out: Array = mapped((x, chosen, weights), {name: p[name] for name in names})
+    return out
+
+
+def _local_experts(p: Params, x: Array, chosen: Array, weights: Array, *, first: Any, grouped: bool) -> Array:
+    """The experts ``first`` .. ``first + E'`` of ``p`` (E' of them, [E', D, M] and [E', M, D]) over x
+    [S, D]; a pair whose expert is elsewhere adds nothing. -> [S, D]."""
+    count = p["experts_gate"].shape[0]
+    local = chosen - first  # [S, k]
+    mine = (local >= 0) & (local < count)
+    local, weights = jnp.where(mine, local, count), jnp.where(mine, weights, 0.0)
+    if not grouped:
+        return _every_expert(p, x, local, weights)
     s, k = chosen.shape
-    expert = chosen.reshape(s * k)
-    order = jnp.argsort(expert, stable=True)  # pairs grouped by expert
+    expert = local.reshape(s * k)
+    order = jnp.argsort(expert, stable=True)  # pairs grouped by expert, the others' last
     token = order // k
-    sizes = jnp.bincount(expert, length=config.num_experts).astype(jnp.int32)  # [E]
+    sizes = jnp.bincount(expert, length=count + 1)[:count].astype(jnp.int32)  # [E']
     rows = x[token]  # [S*k, D]
 
-    def grouped(a: Array, w: Array) -> Array:
-        return jax.lax.ragged_dot(a, w.astype(a.dtype), sizes)
+    def grouped_product(a: Array, w: Array) -> Array:
+        return jax.lax.ragged_dot(a, w.astype(a.dtype), sizes)  # rows past the groups: zero
 
-    hidden = jax.nn.gelu(grouped(rows, p["experts_gate"]), approximate=True)
-    out = grouped(hidden * grouped(rows, p["experts_up"]), p["experts_down"])  # [S*k, D]
+    hidden = jax.nn.gelu(grouped_product(rows, p["experts_gate"]), approximate=True)
+    out = grouped_product(hidden * grouped_product(rows, p["experts_up"]), p["experts_down"])  # [S*k, D]
     out = out * weights.reshape(s * k)[order][:, None].astype(out.dtype)
     return jnp.zeros_like(x).at[token].add(out)
 
 
 def _every_expert(p: Params, x: Array, chosen: Array, weights: Array) -> Array:
     """:func:`experts` as a loop over experts, each over every token, weighted by the router (zero for
-    a token that did not choose it). x [S, D] -> [S, D]."""
+    a token that did not choose it; ``chosen`` past the experts adds nothing). x [S, D] -> [S, D]."""
     s = x.shape[0]
     e = p["experts_gate"].shape[0]
-    combine = jnp.zeros((s, e), jnp.float32).at[jnp.arange(s)[:, None], chosen].add(weights)  # [S, E]
+    combine = jnp.zeros((s, e), jnp.float32).at[jnp.arange(s)[:, None], chosen].add(weights, mode="drop")
 
     def one(total: Array, expert: Array) -> tuple[Array, None]:
         def weight(name: str) -> Array:

@@ -55,11 +55,15 @@ class Products(NamedTuple):
     :func:`project`. Called like :func:`project`, with the weight's name. ``grouped_experts``: run a
     mixture of experts as grouped products (``ragged_dot``, each token through its own experts only);
     False runs every expert over every token, weighted by the router (zero for the unchosen), which a
-    step mapped over shards with ``vmap`` needs (``ragged_dot`` has no batching rule)."""
+    step mapped over shards with ``vmap`` needs (``ragged_dot`` has no batching rule).
+    ``token_axes``: the mesh axes a step's token rows are split over where the mixture of experts maps
+    itself over the mesh (expert parallelism): the batch's, in training; none in serving, whose step is
+    mapped over ``data`` with ``vmap``."""
 
     row_shards: Mapping[str, int] = types.MappingProxyType({})
     platform: str | None = None
     grouped_experts: bool = True
+    token_axes: tuple[str, ...] = ("data", "fsdp")
 
     def __call__(self, x: Array, weight: Weight, spec: str, name: str = "") -> Array:
         return project(x, weight, spec, self.row_shards.get(name, 1), self.platform)

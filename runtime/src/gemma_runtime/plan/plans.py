@@ -39,7 +39,7 @@ def _layout(
     except memory.PlanError as err:
         log.info("the memory model says it does not fit: %s", err)
     dtype = resolve_dtype(config, "tpu")
-    mesh = memory.Mesh(config.mesh.data, config.mesh.tensor) if config.mesh else None
+    mesh = memory.Mesh(config.mesh.data, config.mesh.tensor, config.mesh.expert) if config.mesh else None
     limits = {"max_len": config.max_sequence_length, "max_prefill": config.max_prefill_length}
     slots = None if auto_batch else config.max_batch_size
     meshes = [mesh] if mesh else memory.candidate_meshes(shape, chips.count)
@@ -88,6 +88,7 @@ def serving_plan(
         slots,
         max_len,
         min(config.max_prefill_length, max_len),
+        expert=mesh.expert,
     )
     chunks = None if programs == "all" else (0, step.max_prefill)
     compiled = serving.compile_step(step, devices, chunks, workers)
@@ -114,7 +115,7 @@ def serving_plan(
     int8 = " int8" if config.quantization == "int8" else ""
     title = (
         f"{shape.name} {dtype}{int8} serving on {acc.type} {acc.topology} (one host of {tpu.chips_per_host} "
-        f"chips; mesh data x tensor = {mesh}), {slots} slots x {max_len} tokens, prompt chunks up to "
+        f"chips; mesh {mesh.axes} = {mesh}), {slots} slots x {max_len} tokens, prompt chunks up to "
         f"{step.max_prefill}"
     )
     return Plan(
@@ -127,7 +128,8 @@ def serving_plan(
             "accelerator": acc.type,
             "topology": acc.topology,
             "chips_per_host": tpu.chips_per_host,
-            "mesh": {"data": mesh.data, "tensor": mesh.tensor},
+            "mesh": {"data": mesh.data, "tensor": mesh.tensor}
+            | ({"expert": mesh.expert} if mesh.expert > 1 else {}),
             "slots": slots,
             "max_sequence_length": max_len,
             "max_prefill_length": step.max_prefill,

@@ -37,6 +37,7 @@ class ServingStep:
     max_len: int
     max_prefill: int
     max_segments: int = 1
+    expert: int = 1
 
     @property
     def buckets(self) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ def lower(
 ) -> list[tuple[str, Any]]:
     """The step lowered for each chunk length in ``chunks`` (0: decode only; default: every program the
     engine's warm-up compiles), named "decode" or "chunk N"."""
-    mesh = serving_mesh(step.data, step.tensor, devices)
+    mesh = serving_mesh(step.data, step.tensor, devices, step.expert)
     check_mesh(step.config, mesh, step.slots)
     jitted = jit_step(step.config, mesh, step.dtype, step.quantization)
     weights, cache = abstract_weights(step, mesh), abstract_cache(step, mesh)

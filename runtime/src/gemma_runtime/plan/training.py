@@ -129,7 +129,8 @@ def batch_shards(config: TrainConfig, devices: int) -> int:
     """How many devices split the batch (data x fsdp): the per-device batch is the micro-batch over this."""
     from gemma_runtime.parallel.mesh import resolve_shape
 
-    data, fsdp, _ = resolve_shape(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+    mesh = config.mesh
+    data, fsdp, _ = resolve_shape(mesh.data, mesh.fsdp, mesh.tensor, devices, mesh.expert)
     return data * fsdp
 
 

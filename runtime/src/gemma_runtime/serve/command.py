@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "TYPE:COUNT for GPUs (nvidia-l4:2), or cpu",
     )
     parser.add_argument(
-        "--mesh", help="DATAxTENSOR, e.g. 2x4: data replicas over the slots, each over tensor chips"
+        "--mesh",
+        help="DATAxTENSOR, e.g. 2x4: data replicas over the slots, each over tensor chips; or "
+        "DATAxEXPERTxTENSOR for a mixture of experts, its experts split over EXPERT chips",
     )
     parser.add_argument(
         "--compilation-cache",
@@ -110,10 +112,15 @@ def _accelerator(text: str) -> dict[str, Any]:
 
 
 def _mesh(text: str) -> dict[str, int]:
-    data, _, tensor = text.partition("x")
-    if not (data.isdigit() and tensor.isdigit()):
-        raise ConfigError(f"--mesh {text!r}: expected DATAxTENSOR, e.g. 2x4")
-    return {"data": int(data), "tensor": int(tensor)}
+    """DATAxTENSOR, or DATAxEXPERTxTENSOR (as the plan prints a mesh)."""
+    sizes = text.split("x")
+    if len(sizes) not in (2, 3) or not all(s.isdigit() for s in sizes):
+        raise ConfigError(
+            f"--mesh {text!r}: expected DATAxTENSOR (e.g. 2x4) or DATAxEXPERTxTENSOR (e.g. 1x4x2)"
+        )
+    if len(sizes) == 2:
+        return {"data": int(sizes[0]), "tensor": int(sizes[1])}
+    return {"data": int(sizes[0]), "expert": int(sizes[1]), "tensor": int(sizes[2])}
 
 
 def _variant_of(checkpoint: Path) -> str:

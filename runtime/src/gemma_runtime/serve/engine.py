@@ -314,7 +314,8 @@ def _step(
             config, weights, cache, tokens, chunk_rows=chunk_rows, dtype=dtype, placement=placement
         )
 
-    logits, cache = _per_shard(shard_forward)(cache, tokens, chunk_rows)  # [data, L, V]
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # a mixture of experts maps itself over it
+        logits, cache = _per_shard(shard_forward)(cache, tokens, chunk_rows)  # [data, L, V]
     rows = logits.shape[:2]
     settings = [
         jnp.concatenate([a, jnp.take_along_axis(a, tokens.segment_slots, axis=1)], axis=1).reshape(-1)

@@ -212,8 +212,9 @@ def _layer(
                 updated = _pin_cache(_write_chunk(updated, kc, vc, step), pin)
         return jnp.concatenate(outs, axis=0)[None], cache if shared is not None else updated
 
-    # The engine maps the step over data shards with vmap, which grouped expert products cannot take.
-    products = Products(placement.row_shards, placement.platform, grouped_experts=False)
+    # The engine maps the step over data shards with vmap, which grouped expert products cannot take;
+    # inside it each shard's rows are whole.
+    products = Products(placement.row_shards, placement.platform, grouped_experts=False, token_axes=())
     out, new_cache = block(
         config,
         attn_type,

@@ -73,7 +73,7 @@ def load_tokenizer(config: ServeConfig) -> Tokenizer:
 def build_engine(config: ServeConfig, plan: ServingPlan) -> ModelEngine:
     """The engine of ``plan`` (its mesh over this host's devices, its slots and lengths)."""
     cached = compilation.USE.snapshot()
-    mesh = serving_mesh(plan.mesh.data, plan.mesh.tensor, jax.local_devices())
+    mesh = serving_mesh(plan.mesh.data, plan.mesh.tensor, jax.local_devices(), plan.mesh.expert)
     shape, weights = load_weights(config, plan, mesh)
     engine = ModelEngine(
         shape,

@@ -37,9 +37,10 @@ from gemma_runtime.variants import TransformerConfig
 Array = jax.Array
 
 
-def serving_mesh(data: int, tensor: int, devices: Any) -> Mesh:
-    """The serving mesh: ``fsdp`` is 1 (every data replica holds the whole model, split over tensor)."""
-    return make_mesh(data, 1, tensor, devices)
+def serving_mesh(data: int, tensor: int, devices: Any, expert: int = 1) -> Mesh:
+    """The serving mesh: ``fsdp`` is 1 (every data replica holds the whole model, split over expert x
+    tensor)."""
+    return make_mesh(data, 1, tensor, devices, expert=expert)
 
 
 def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
@@ -51,6 +52,13 @@ def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
         raise ValueError(
             f"max_batch_size {slots} is not a multiple of the mesh's data axis ({data}): every data "
             f"shard holds the same number of slots; use a multiple of {data}"
+        )
+    expert = mesh.shape["expert"]
+    if expert > 1 and (not config.num_experts or config.num_experts % expert):
+        experts = f"{config.num_experts} experts" if config.num_experts else "no mixture of experts"
+        raise ValueError(
+            f"mesh expert={expert}: {config.name} has {experts}; the expert degree must divide the experts "
+            "(1 for a model without them)"
         )
     if config.num_heads % tensor:
         raise ValueError(

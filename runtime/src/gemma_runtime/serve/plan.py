@@ -57,7 +57,7 @@ def plan(
     that fits instead of ``max_batch_size`` (as the operator fills an unset one)."""
     shape = model_shape(config)
     chips = chips_of(config, devices)
-    mesh = Mesh(config.mesh.data, config.mesh.tensor) if config.mesh else None
+    mesh = Mesh(config.mesh.data, config.mesh.tensor, config.mesh.expert) if config.mesh else None
     return plan_serving(
         shape,
         dtype=resolve_dtype(config, platform),

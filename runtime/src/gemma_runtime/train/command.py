@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lora-rank", type=int, help="train LoRA adapters of this rank instead of all weights"
     )
-    parser.add_argument("--mesh", help="data,fsdp,tensor (-1 fills; default 1,-1,1)")
+    parser.add_argument(
+        "--mesh", help="data,fsdp,tensor[,expert] (-1 fills one of the first three; default 1,-1,1)"
+    )
     parser.add_argument("--output", type=Path, help="checkpoint folder (resumes from it); default: none")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 100)")
     parser.add_argument("--metrics-file", type=Path, help="append one JSON object per logged step")
@@ -120,10 +122,15 @@ def _flags_document(flags: dict[str, Any]) -> dict[str, Any]:
     mesh: dict[str, int] | None = None
     if flags.get("mesh") is not None:
         try:
-            data_axis, fsdp, tensor = (int(v) for v in flags["mesh"].split(","))
+            sizes = [int(v) for v in flags["mesh"].split(",")]
         except ValueError:
-            raise ConfigError(f"--mesh {flags['mesh']!r}: expected three integers data,fsdp,tensor") from None
-        mesh = {"data": data_axis, "fsdp": fsdp, "tensor": tensor}
+            sizes = []
+        if len(sizes) not in (3, 4):
+            raise ConfigError(
+                f"--mesh {flags['mesh']!r}: expected three integers data,fsdp,tensor or four "
+                "data,fsdp,tensor,expert"
+            )
+        mesh = dict(zip(("data", "fsdp", "tensor", "expert"), sizes, strict=False))
     output = flags.get("output")
     return {
         "model": {

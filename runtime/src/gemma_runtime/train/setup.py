@@ -135,7 +135,12 @@ def mesh_for(config: TrainConfig, devices: Sequence[jax.Device]) -> Mesh:
     """The config's mesh over ``devices``, checked against the batch it must split."""
     try:
         mesh = make_mesh(
-            config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices, slices=config.num_slices
+            config.mesh.data,
+            config.mesh.fsdp,
+            config.mesh.tensor,
+            devices,
+            expert=config.mesh.expert,
+            slices=config.num_slices,
         )
     except ValueError as err:
         raise TrainError(f"mesh: {err}") from None

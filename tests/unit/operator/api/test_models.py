@@ -77,3 +77,14 @@ def test_a_bad_quantity_is_refused_at_its_own_path() -> None:
         "spec.pod.resources.requests.cpu: must be a Kubernetes quantity: an integer or a string such as "
         "500m, 2Gi or 1.5"
     ]
+
+
+def test_the_expert_axis_must_divide_the_models_experts() -> None:
+    base = sample("training-gemma4-e4b-v5e")  # 16 chips
+    split = {"fsdp": -1, "expert": 2}
+    with pytest.raises(SpecError, match=r"parallelism\.expert: 2 does not divide gemma4-e4b's 0 experts"):
+        parse(merge(base, {"spec": {"parallelism": split}}))
+    moe = merge(base, {"spec": {"model": {"variant": "gemma4-26b-a4b"}, "parallelism": split}})
+    training = parse(moe)
+    assert isinstance(training, GemmaTraining)
+    assert (training.spec.parallelism.fsdp, training.spec.parallelism.expert) == (-1, 2)

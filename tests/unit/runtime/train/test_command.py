@@ -70,3 +70,11 @@ def test_a_data_flag_over_a_file_takes_its_format_from_its_suffix(tmp_path: Path
 def test_a_bad_mesh_flag_names_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--mesh '2x4': expected three integers"):
         command.config_from(parse("--mesh", "2x4"))
+    with pytest.raises(ConfigError, match="or four data,fsdp,tensor,expert"):
+        command.config_from(parse("--mesh", "1,1,1,1,1"))
+
+
+def test_a_fourth_mesh_integer_is_the_expert_axis() -> None:
+    mesh = command.config_from(parse("--mesh", "2,1,2,2")).mesh
+    assert (mesh.data, mesh.fsdp, mesh.tensor, mesh.expert) == (2, 1, 2, 2)
+    assert command.config_from(parse("--mesh", "1,-1,1")).mesh.expert == 1
