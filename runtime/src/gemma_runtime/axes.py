@@ -105,21 +105,21 @@ def layer_weights(config: TransformerConfig, index: int) -> dict[str, WeightShap
     }
     if config.num_experts:
         e, m = config.num_experts, config.expert_hidden_dim
-        up = WeightShape(("experts", "embed", "mlp"), (e, d, m), (e, d, m))
+        up = WeightShape(("experts", "embed", "mlp"), (e, d, m), (e, d, m), contracted=(1,))
         out |= {
             "router": WeightShape(("embed", None), (d, e), (d, e)),
             "router_scale": _vector("embed", d),
             "per_expert_scale": _vector(None, e),
             "experts_gate": up,
             "experts_up": up,
-            "experts_down": WeightShape(("experts", "mlp", "embed"), (e, m, d), (e, m, d)),
+            "experts_down": WeightShape(("experts", "mlp", "embed"), (e, m, d), (e, m, d), contracted=(1,)),
             **dict.fromkeys(("pre_ffw_norm_2", "post_ffw_norm_1", "post_ffw_norm_2"), _vector("embed", d)),
         }
     if config.per_layer_input_dim:
         width = config.per_layer_input_dim
         out |= {
-            "per_layer_gate": WeightShape(("embed", None), (d, width), (d, width)),
-            "per_layer_projection": WeightShape((None, "embed"), (width, d), (width, d)),
+            "per_layer_gate": _matrix(("embed", None), d, width, (d, width)),
+            "per_layer_projection": _matrix((None, "embed"), width, d, (width, d)),
             "post_per_layer_norm": _vector("embed", d),
         }
     if config.use_layer_scalar:
@@ -141,8 +141,8 @@ def per_layer_weights(config: TransformerConfig) -> dict[str, WeightShape]:
     width = config.num_layers * config.per_layer_input_dim
     rows = config.per_layer_vocab_size or config.vocab_size
     return {
-        "table": WeightShape(("vocab", None), (rows, width), (rows, width)),
-        "projection": WeightShape(("embed", None), (config.embed_dim, width), (config.embed_dim, width)),
+        "table": WeightShape(("vocab", None), (rows, width), (rows, width), contracted=(1,)),
+        "projection": _matrix(("embed", None), config.embed_dim, width, (config.embed_dim, width)),
         "norm": _vector(None, config.per_layer_input_dim),
     }
 

@@ -32,11 +32,17 @@ def test_unsharded_weights_are_the_parameter_count(variant: str) -> None:
     assert weight_bytes_per_chip(config, "float32", "none", 1) == 4 * config.param_count()
     assert weight_bytes_per_chip(config, "bfloat16", "none", 1) == 2 * config.param_count()
     int8 = weight_bytes_per_chip(config, "bfloat16", "int8", 1)
-    # A byte each plus f32 scales for the projections, the feed-forward and the embedding; Gemma 4's
-    # experts and per-layer input tables stay in bf16 (91 % of 26B A4B's weights, 52 % of E2B's).
-    kept = sum(math.prod(w.shape) for w in axes.serving_weights(config) if w.contracted is None)
+    # A byte each plus an f32 scale per output channel for the projections, the feed-forward, the
+    # embedding and Gemma 4's experts and per-layer inputs; only norms and scalars stay in bf16.
+    weights = list(axes.serving_weights(config))
+    kept = sum(math.prod(w.shape) for w in weights if w.contracted is None)
     quantized = config.param_count() - kept
-    assert quantized + 2 * kept < int8 < 1.06 * quantized + 2 * kept
+    scales = sum(
+        math.prod(n for i, n in enumerate(w.shape) if i not in w.contracted) for w in weights if w.contracted
+    )
+    assert int8 == quantized + 4 * scales + 2 * kept
+    assert kept < 0.002 * config.param_count() or config.param_count() < 10**7  # released: norms only
+    assert scales * 4 < 0.07 * quantized  # the scales' overhead: the contracted axes are 64 or more
 
 
 def test_tensor_parallel_splits_what_it_divides_and_replicates_one_kv_head() -> None:

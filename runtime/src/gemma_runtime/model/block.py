@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from gemma_runtime.model.matmul import PLAIN, Products, Weight, ndim, take_rows
+from gemma_runtime.model.matmul import PLAIN, Int8, Products, Weight, ndim, take_rows
 from gemma_runtime.parallel.sharding import fitted_spec
 from gemma_runtime.variants import AttentionType, TransformerConfig
 
@@ -221,25 +221,25 @@ def _parallel_experts(
     """:func:`experts` mapped over the mesh: tokens as the step holds them (rows over ``products.
     token_axes``, replicated over ``expert`` and ``tensor``), the experts' weights as the logical-axis table
     splits them (gathered over ``fsdp`` first, as FSDP does)."""
-    count = p["experts_gate"].shape[0]
+    count = _experts(p)
     if count % mesh.shape["expert"]:
         raise ValueError(
             f"mesh expert {mesh.shape['expert']} does not divide the model's {count} experts; use a divisor"
         )
     rows = PartitionSpec(tuple(a for a in products.token_axes if mesh.shape.get(a, 1) > 1) or None)
-    up = fitted_spec(("experts", None, "mlp"), p["experts_gate"].shape, mesh)
-    down = fitted_spec(("experts", "mlp", None), p["experts_down"].shape, mesh)
-    summed = tuple(a for a in ("expert", "tensor") if a in (*up, *down))
-
     names = ("experts_gate", "experts_up", "experts_down")
+    axes = (("experts", None, "mlp"), ("experts", None, "mlp"), ("experts", "mlp", None))
+    split = {name: _expert_spec(p[name], logical, mesh) for name, logical in zip(names, axes, strict=True)}
+    values = [spec.values if isinstance(spec, Int8) else spec for spec in split.values()]
+    summed = tuple(a for a in ("expert", "tensor") if any(a in spec for spec in values))
 
-    def local(tokens: tuple[Array, Array, Array], mine: dict[str, Array]) -> Array:
-        first = jax.lax.axis_index("expert") * mine["experts_gate"].shape[0]
+    def local(tokens: tuple[Array, Array, Array], mine: dict[str, Weight]) -> Array:
+        first = jax.lax.axis_index("expert") * _experts(mine)
         out = _local_experts(mine, *tokens, first=first, grouped=products.grouped_experts)
         total: Array = jax.lax.psum(out, summed)
         return total
 
-    specs = ((rows, rows, rows), dict(zip(names, (up, up, down), strict=True)))
+    specs = ((rows, rows, rows), split)
     # check_vma off: the loop over local experts starts its sum from zeros that do not vary over the
     # mesh; the psum above makes the result the same on every device of an expert x tensor group.
     mapped = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=rows, check_vma=False)
@@ -247,10 +247,35 @@ def _parallel_experts(
     return out
 
 
+def _experts(p: Params) -> int:
+    """How many experts ``p`` holds (full-precision or int8)."""
+    gate = p["experts_gate"]
+    return int((gate.values if isinstance(gate, Int8) else gate).shape[0])
+
+
+def _expert_spec(weight: Weight, logical: tuple[str | None, ...], mesh: Any) -> Any:
+    """An expert weight's spec from the table; int8: its values' and its scale's (the scale has the
+    values' axes but the contracted middle one)."""
+    if not isinstance(weight, Int8):
+        return fitted_spec(logical, weight.shape, mesh)
+    kept = (logical[0], logical[2])
+    return Int8._make(
+        (fitted_spec(logical, weight.values.shape, mesh), fitted_spec(kept, weight.scale.shape, mesh))
+    )
+
+
+def _dense(weight: Weight, dtype: jnp.dtype) -> Array:
+    """An expert weight [..., I, O] in ``dtype``: int8 values times their scale [..., O]."""
+    if isinstance(weight, Int8):
+        return weight.values.astype(dtype) * jnp.expand_dims(weight.scale, -2).astype(dtype)
+    return weight.astype(dtype)
+
+
 def _local_experts(p: Params, x: Array, chosen: Array, weights: Array, *, first: Any, grouped: bool) -> Array:
-    """The experts ``first`` .. ``first + E'`` of ``p`` (E' of them, [E', D, M] and [E', M, D]) over x
-    [S, D]; a pair whose expert is elsewhere adds nothing. -> [S, D]."""
-    count = p["experts_gate"].shape[0]
+    """The experts ``first`` .. ``first + E'`` of ``p`` (E' of them, [E', D, M] and [E', M, D], full
+    precision or int8 with a scale per expert and output channel) over x [S, D]; a pair whose expert is
+    elsewhere adds nothing. -> [S, D]."""
+    count = _experts(p)
     local = chosen - first  # [S, k]
     mine = (local >= 0) & (local < count)
     local, weights = jnp.where(mine, local, count), jnp.where(mine, weights, 0.0)
@@ -263,8 +288,8 @@ def _local_experts(p: Params, x: Array, chosen: Array, weights: Array, *, first:
     sizes = jnp.bincount(expert, length=count + 1)[:count].astype(jnp.int32)  # [E']
     rows = x[token]  # [S*k, D]
 
-    def grouped_product(a: Array, w: Array) -> Array:
-        return jax.lax.ragged_dot(a, w.astype(a.dtype), sizes)  # rows past the groups: zero
+    def grouped_product(a: Array, w: Weight) -> Array:
+        return jax.lax.ragged_dot(a, _dense(w, a.dtype), sizes)  # rows past the groups: zero
 
     hidden = jax.nn.gelu(grouped_product(rows, p["experts_gate"]), approximate=True)
     out = grouped_product(hidden * grouped_product(rows, p["experts_up"]), p["experts_down"])  # [S*k, D]
@@ -276,13 +301,15 @@ def _every_expert(p: Params, x: Array, chosen: Array, weights: Array) -> Array:
     """:func:`experts` as a loop over experts, each over every token, weighted by the router (zero for
     a token that did not choose it; ``chosen`` past the experts adds nothing). x [S, D] -> [S, D]."""
     s = x.shape[0]
-    e = p["experts_gate"].shape[0]
+    e = _experts(p)
     combine = jnp.zeros((s, e), jnp.float32).at[jnp.arange(s)[:, None], chosen].add(weights, mode="drop")
 
     def one(total: Array, expert: Array) -> tuple[Array, None]:
         def weight(name: str) -> Array:
-            one_expert: Array = jax.lax.dynamic_index_in_dim(p[name], expert, keepdims=False)
-            return one_expert.astype(x.dtype)
+            one_expert = jax.tree.map(
+                lambda a: jax.lax.dynamic_index_in_dim(a, expert, keepdims=False), p[name]
+            )
+            return _dense(one_expert, x.dtype)  # int8: this expert's values converted, one at a time
 
         hidden = jax.nn.gelu(x @ weight("experts_gate"), approximate=True) * (x @ weight("experts_up"))
         share = jax.lax.dynamic_index_in_dim(combine, expert, axis=1).astype(x.dtype)  # [S, 1]

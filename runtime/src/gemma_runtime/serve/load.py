@@ -37,7 +37,7 @@ from gemma_runtime.model.matmul import Int8, Weight
 from gemma_runtime.parallel.sharding import place
 from gemma_runtime.serve.layout import weight_shardings
 from gemma_runtime.serve.weights import (
-    MATRICES,
+    QUANTIZED,
     HostWeight,
     LayerWeights,
     Weights,
@@ -140,7 +140,7 @@ def _place_all(
     for name, array, source_name in tensors:
         check_tensor(name, array.shape, source_name, shapes=shapes, config=config, source=source)
         layer, key = _slot(name)
-        kind = key if key in (*MATRICES, "embedding") else "norm"
+        kind = key if key in QUANTIZED else "norm"
         nbytes = array.nbytes
         # The dtype first: int8 quantizes the values a model in that dtype holds, as extract does.
         form = host_serving_form(kind, array.astype(dtype, copy=False), quantization)

@@ -30,8 +30,9 @@ class Weights(NamedTuple):
     embedding: Weight  # [V, D]
     layers: list[LayerWeights]
     final_norm: Array  # [D]
-    # Gemma 4 E models' per-layer inputs: "table" [V, L*P], "projection" [D, L*P], "norm" [P]
-    per_layer: dict[str, Array] | None = None
+    # Gemma 4 E models' per-layer inputs: "table" [V, L*P], "projection" [D, L*P] (both int8 under int8),
+    # "norm" [P]
+    per_layer: dict[str, Any] | None = None
 
 
 # The quantization formula, written once for jax.numpy (``quantize``, traceable) and numpy
@@ -96,7 +97,18 @@ NORMS = (
     "query_norm",
     "key_norm",
 )
-_CONTRACTED = {**dict.fromkeys(MATRICES, (0,)), "embedding": (1,)}
+# A mixture of experts' weights [E, D, M] and [E, M, D] contract their middle axis (a scale per expert and
+# output channel); the E models' per-layer table [V, L*P] is looked up by row like the embedding, and its
+# projection [D, L*P] and each layer's gate [D, P] and projection [P, D] are matrices. Their int8 axes are
+# the memory model's (``axes.py``).
+EXPERTS = ("experts_gate", "experts_up", "experts_down")
+_CONTRACTED = {
+    **dict.fromkeys((*MATRICES, "per_layer_gate", "per_layer_projection", "projection"), (0,)),
+    "embedding": (1,),
+    **dict.fromkeys(EXPERTS, (1,)),
+    "table": (1,),
+}
+QUANTIZED = frozenset(_CONTRACTED)  # the kinds int8 quantizes; every other parameter stays as it is
 
 A = TypeVar("A", np.ndarray, jax.Array)
 HostWeight = np.ndarray | tuple[np.ndarray, np.ndarray]  # a weight, or int8 (values, scale), on the host
@@ -148,8 +160,8 @@ def extract(model: Transformer, quantization: str = "none") -> Weights:
     per_layer = None
     if model.config.per_layer_input_dim:
         per_layer = {
-            "table": model.per_layer_embedding[...],
-            "projection": model.per_layer_projection[...],
+            "table": serving_form("table", model.per_layer_embedding[...], quantization),
+            "projection": serving_form("projection", model.per_layer_projection[...], quantization),
             "norm": model.per_layer_projection_norm.scale[...],
         }
     return Weights(embedding, layers, model.final_norm.scale[...], per_layer)
