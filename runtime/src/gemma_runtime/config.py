@@ -190,6 +190,31 @@ class ConfigError(ValueError):
     """The config file is missing or invalid; the message names the file and each bad field."""
 
 
+def serve_mesh_flag(text: str) -> dict[str, int]:
+    """``--mesh`` of serve and plan: DATAxTENSOR, or DATAxEXPERTxTENSOR (as a plan prints a mesh)."""
+    sizes = text.split("x")
+    if len(sizes) not in (2, 3) or not all(s.isdigit() for s in sizes):
+        raise ConfigError(
+            f"--mesh {text!r}: expected DATAxTENSOR (e.g. 2x4) or DATAxEXPERTxTENSOR (e.g. 1x4x2)"
+        )
+    if len(sizes) == 2:
+        return {"data": int(sizes[0]), "tensor": int(sizes[1])}
+    return {"data": int(sizes[0]), "expert": int(sizes[1]), "tensor": int(sizes[2])}
+
+
+def train_mesh_flag(text: str) -> dict[str, int]:
+    """``--mesh`` of train and plan --train: data,fsdp,tensor or data,fsdp,tensor,expert."""
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (3, 4):
+        raise ConfigError(
+            f"--mesh {text!r}: expected three integers data,fsdp,tensor or four data,fsdp,tensor,expert"
+        )
+    return dict(zip(("data", "fsdp", "tensor", "expert"), sizes, strict=False))
+
+
 def _load(path: Path, model: type[_C]) -> _C:
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")

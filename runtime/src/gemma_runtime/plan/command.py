@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from gemma_runtime import accelerators
-from gemma_runtime.config import ConfigError, ServeConfig, TrainConfig
+from gemma_runtime.config import ConfigError, ServeConfig, TrainConfig, serve_mesh_flag, train_mesh_flag
 
 DESCRIPTION = (
     "Will it fit, and how fast can it be? Compile the real serving step (every chunk bucket, with its KV "
@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", help="TPU topology, e.g. 2x4 or 2x2x2")
     parser.add_argument("--chips-per-host", type=int, help="picks between v5e/v6e 2x4's two shapes (8 or 4)")
     parser.add_argument(
-        "--mesh", help="serving: DATAxTENSOR (default: the memory model's); training: data,fsdp,tensor"
+        "--mesh",
+        help="serving: DATAxTENSOR or DATAxEXPERTxTENSOR (default: the memory model's); training: "
+        "data,fsdp,tensor[,expert]",
     )
     serve = parser.add_argument_group("serving")
     serve.add_argument("--max-batch-size", type=int, help="decode slots (default: the largest that fits)")
@@ -107,10 +109,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
     if args.accelerator:
         flat["accelerator"] = _accelerator(args)
     if args.mesh:
-        data, _, tensor = args.mesh.partition("x")
-        if not (data.isdigit() and tensor.isdigit()):
-            raise ConfigError(f"--mesh {args.mesh!r}: expected DATAxTENSOR for serving, e.g. 1x8")
-        flat["mesh"] = {"data": int(data), "tensor": int(tensor)}
+        flat["mesh"] = serve_mesh_flag(args.mesh)
     document = {"served_model_name": model["variant"], **base, **flat, "model": model}
     try:
         return ServeConfig.model_validate(document)
@@ -128,12 +127,7 @@ def train_config(args: argparse.Namespace, devices: int) -> TrainConfig:
         return TrainConfig.model_validate(_document(args.config))
     if not args.variant:
         raise ConfigError("give --variant or --config")
-    try:
-        data, fsdp, tensor = (int(v) for v in (args.mesh or "1,-1,1").split(","))
-    except ValueError:
-        raise ConfigError(
-            f"--mesh {args.mesh!r}: expected data,fsdp,tensor for training, e.g. 1,-1,1"
-        ) from None
+    mesh = train_mesh_flag(args.mesh or "1,-1,1")
     document = {
         "name": "plan",
         "model": {"variant": args.variant},
@@ -149,7 +143,7 @@ def train_config(args: argparse.Namespace, devices: int) -> TrainConfig:
             "scan_layers": not args.no_scan_layers,
             **({"lora": {"rank": args.lora_rank}} if args.lora_rank else {}),
         },
-        "mesh": {"data": data, "fsdp": fsdp, "tensor": tensor},
+        "mesh": mesh,
     }
     try:
         return TrainConfig.model_validate(document)

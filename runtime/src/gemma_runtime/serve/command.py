@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gemma_runtime.config import ConfigError, ServeConfig, load_serve_config
+from gemma_runtime.config import ConfigError, ServeConfig, load_serve_config, serve_mesh_flag
 from gemma_runtime.endpoints import write_message
 
 DESCRIPTION = (
@@ -90,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if args.accelerator:
         flat["accelerator"] = _accelerator(args.accelerator)
     if args.mesh:
-        flat["mesh"] = _mesh(args.mesh)
+        flat["mesh"] = serve_mesh_flag(args.mesh)
     document = {**base, **{k: v for k, v in flat.items() if v is not None}, "model": model}
     document.setdefault("served_model_name", model["variant"])
     if args.max_sequence_length and not args.max_prefill_length and not args.config:
@@ -109,18 +109,6 @@ def _accelerator(text: str) -> dict[str, Any]:
     if detail.isdigit():
         return {"type": kind, "count": int(detail)}
     return {"type": kind, "topology": detail}
-
-
-def _mesh(text: str) -> dict[str, int]:
-    """DATAxTENSOR, or DATAxEXPERTxTENSOR (as the plan prints a mesh)."""
-    sizes = text.split("x")
-    if len(sizes) not in (2, 3) or not all(s.isdigit() for s in sizes):
-        raise ConfigError(
-            f"--mesh {text!r}: expected DATAxTENSOR (e.g. 2x4) or DATAxEXPERTxTENSOR (e.g. 1x4x2)"
-        )
-    if len(sizes) == 2:
-        return {"data": int(sizes[0]), "tensor": int(sizes[1])}
-    return {"data": int(sizes[0]), "expert": int(sizes[1]), "tensor": int(sizes[2])}
 
 
 def _variant_of(checkpoint: Path) -> str:

@@ -17,6 +17,7 @@ from gemma_runtime.config import (
     TrainConfig,
     distributed,
     load_train_config,
+    train_mesh_flag,
 )
 from gemma_runtime.endpoints import write_message
 
@@ -121,16 +122,7 @@ def _flags_document(flags: dict[str, Any]) -> dict[str, Any]:
         data_format = "jsonl" if Path(data_path).suffix in (".jsonl", ".json") else "text"
     mesh: dict[str, int] | None = None
     if flags.get("mesh") is not None:
-        try:
-            sizes = [int(v) for v in flags["mesh"].split(",")]
-        except ValueError:
-            sizes = []
-        if len(sizes) not in (3, 4):
-            raise ConfigError(
-                f"--mesh {flags['mesh']!r}: expected three integers data,fsdp,tensor or four "
-                "data,fsdp,tensor,expert"
-            )
-        mesh = dict(zip(("data", "fsdp", "tensor", "expert"), sizes, strict=False))
+        mesh = train_mesh_flag(flags["mesh"])
     output = flags.get("output")
     return {
         "model": {
