@@ -42,6 +42,10 @@ class TpuGeneration:
     # compiling ever larger programs for the topology, `gemma-runtime plan`): past it, compiling fails
     # with RESOURCE_EXHAUSTED. v6e keeps 0.75 GiB of its 32 for itself, v5e and v5p 0.25 GiB.
     usable_hbm_bytes: int
+    # SparseCores per chip (published: v5p 4, v6e 2). libtpu 0.0.42.1 crashes (SIGSEGV in its SparseCore
+    # code generator) when two programs that offload to them compile at once in one process, as a mixture
+    # of experts' step does: `gemma-runtime plan` compiles one program at a time for these chips.
+    sparse_cores: int = 0
 
     @property
     def topologies(self) -> list[str]:
@@ -83,6 +87,7 @@ TPUS: Final[dict[str, TpuGeneration]] = {
         ),
         hbm_gb_per_s=2765.0,
         usable_hbm_bytes=102_803_379_200,  # 95.74 GiB
+        sparse_cores=4,
     ),
     "v6e": TpuGeneration(
         "v6e",
@@ -92,6 +97,7 @@ TPUS: Final[dict[str, TpuGeneration]] = {
         _lite_slices("ct6e", {1: "standard-1t", 4: "standard-4t", 8: "standard-8t"}),
         hbm_gb_per_s=1640.0,
         usable_hbm_bytes=33_550_186_496,  # 31.25 GiB
+        sparse_cores=2,
     ),
 }
 

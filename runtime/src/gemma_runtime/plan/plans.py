@@ -60,6 +60,16 @@ def _layout(
     return best.mesh, best.slots
 
 
+def compile_workers(tpu_type: str, requested: int | None) -> int | None:
+    """How many programs compile side by side for ``tpu_type``: one on chips with SparseCores (two
+    concurrent compiles of a program that offloads to them crash libtpu; ``accelerators.TpuGeneration``),
+    else ``requested`` (None: one per core)."""
+    if accelerators.TPUS[tpu_type].sparse_cores and requested != 1:
+        log.info("compiling one program at a time: %s has SparseCores", tpu_type)
+        return 1
+    return requested
+
+
 def serving_plan(
     config: ServeConfig,
     *,
@@ -91,7 +101,7 @@ def serving_plan(
         expert=mesh.expert,
     )
     chunks = None if programs == "all" else (0, step.max_prefill)
-    compiled = serving.compile_step(step, devices, chunks, workers)
+    compiled = serving.compile_step(step, devices, chunks, compile_workers(acc.type, workers))
     model = memory.serving_bytes(
         shape,
         dtype=dtype,
