@@ -37,6 +37,7 @@ RUN = {
     "curl -s localhost:8000/v1/completions": "tests/runtime/test_readme.py",
     "gemma-runtime train --variant tiny": "tests/runtime/test_readme.py",
     "gemma-runtime plan --variant gemma2-9b": "tests/tpu/test_readme.py",
+    "gemma-runtime plan --variant gemma4-26b-a4b": "tests/tpu/test_readme.py",
     "make test": ".ci/run",
     "make demo": ".ci/run",
 }

@@ -30,3 +30,27 @@ def test_the_readme_plans_its_first_gemma_server() -> None:
         total = f"{program['total_bytes'] / GiB:.2f}G"
         row = next(line for line in printed.splitlines() if line.strip().startswith(name))
         assert total in row, (row, program)
+
+
+def _row(printed: str, start: str) -> list[str]:
+    return next(line for line in printed.splitlines() if line.strip().startswith(start)).split()
+
+
+def test_the_readme_compiles_expert_parallel_serving_of_the_mixture_of_experts() -> None:
+    """Gemma 4 26B A4B with its experts split over an expert axis compiles for v6e 2x4, fits, and the
+    memory model is within 10 % of the compiler's bytes per chip; the README's table row is what it
+    prints."""
+    printed = readme.run(readme.find("gemma-runtime plan --variant gemma4-26b-a4b"), timeout=1800)
+    assert "mesh data x expert x tensor = 2x2x2), 64 slots x 8192 tokens" in printed
+    # "chunk", "1024", arguments, outputs, in place, temporary, total, fits, ...
+    chunk = _row(printed, "chunk 1024")
+    assert chunk[7] == "yes", chunk
+    compiled = float(chunk[6].removesuffix("G"))
+    modelled = re.search(
+        r"= ([\d.]+) GiB of [\d.]+ GiB usable.*; ([+-][\d.]+) % against the compiler", printed
+    )
+    assert modelled is not None, printed
+    assert abs(float(modelled[2])) < 10, modelled[0]
+    row = next(line for line in readme.README.read_text().splitlines() if line.startswith("| v6e 2x4, 2x2x2"))
+    assert f"{compiled:.2f} GiB (weights + KV cache {float(chunk[2].removesuffix('G')):.2f})" in row, row
+    assert f"{float(modelled[1]):.2f} GiB ({float(modelled[2]):+.1f} %)" in row, row

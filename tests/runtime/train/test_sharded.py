@@ -23,7 +23,7 @@ def _curve(tmp_path: Path, mesh: tuple[int, int, int], devices: int) -> dict[int
         ["--config", str(cfg), "--metrics-file", str(metrics), "--log-every", "1"], devices=devices
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"mesh {{'data': {mesh[0]}, 'fsdp': {mesh[1]}, 'expert': 1, 'tensor': {mesh[2]}}}" in done.stderr
+    assert f"mesh {{'data': {mesh[0]}, 'fsdp': {mesh[1]}, 'tensor': {mesh[2]}}}" in done.stderr
     return runner.losses(metrics)
 
 
@@ -62,7 +62,7 @@ def test_two_processes_with_jax_distributed_train_together_and_agree(tmp_path: P
         assert p.returncode == 0, out[-3000:]
     assert "process 0 of 2" in outputs[0]
     assert "process 1 of 2" in outputs[1]
-    assert "devices: 4 x cpu, mesh {'data': 1, 'fsdp': 4, 'expert': 1, 'tensor': 1}" in outputs[0]
+    assert "devices: 4 x cpu, mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in outputs[0]
     first, second = _logged(outputs[0]), _logged(outputs[1])
     assert sorted(first) == list(range(1, 9))
     assert first == second  # one computation: both processes see the same global loss

@@ -1,6 +1,8 @@
 """Build the ``data`` x ``fsdp`` x ``expert`` x ``tensor`` device mesh from config, checked against the
-devices. ``expert`` splits a mixture of experts' experts (expert parallelism, ``model/block.py``) and is
-1 for every other model; ``tensor`` is innermost, so its all-reduces run between neighbouring chips."""
+devices. ``expert`` splits a mixture of experts' experts (expert parallelism, ``model/block.py``); a mesh
+without expert parallelism leaves the axis out (``data`` x ``fsdp`` x ``tensor``), so every other model's
+programs stay exactly as they were (code reads an absent axis as size 1). ``tensor`` is innermost, so
+its all-reduces run between neighbouring chips."""
 
 from __future__ import annotations
 
@@ -56,10 +58,12 @@ def make_mesh(
 ) -> Mesh:
     devices = list(devices if devices is not None else jax.devices())
     data, fsdp, tensor = resolve_shape(data, fsdp, tensor, len(devices), expert)
-    shape = (data, fsdp, expert, tensor)
+    sizes = dict(zip(AXES, (data, fsdp, expert, tensor), strict=True))
+    axes = tuple(a for a in AXES if a != "expert" or expert > 1)
+    shape = tuple(sizes[a] for a in axes)
     if slices == 1:
-        return Mesh(np.array(devices).reshape(shape), AXES)
+        return Mesh(np.array(devices).reshape(shape), axes)
     from jax.experimental import mesh_utils
 
     ici, dcn = split_over_slices(shape, slices)
-    return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn, devices), AXES)
+    return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn, devices), axes)

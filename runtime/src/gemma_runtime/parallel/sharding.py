@@ -26,7 +26,7 @@ def partition_spec(
         mapped = LOGICAL_AXIS_RULES.get(name) if name else None
         if mesh is not None and mapped is not None:
             names = (mapped,) if isinstance(mapped, str) else mapped
-            names = tuple(a for a in names if mesh.shape[a] > 1)
+            names = tuple(a for a in names if mesh.shape.get(a, 1) > 1)  # an absent axis is of size 1
             mapped = None if not names else names[0] if len(names) == 1 else names
         axes.append(mapped)
     return PartitionSpec(*axes)
@@ -44,7 +44,7 @@ def fitted_spec(
         names = () if axes is None else (axes,) if isinstance(axes, str) else axes
         size = 1
         for a in names:
-            size *= mesh.shape[a]
+            size *= mesh.shape.get(a, 1)
         fixed.append(axes if count % size == 0 else None)
     return PartitionSpec(*fixed)
 

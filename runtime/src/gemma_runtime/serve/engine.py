@@ -19,6 +19,7 @@ and its own ``max_segments`` and ``max_prefill`` budget.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -314,7 +315,11 @@ def _step(
             config, weights, cache, tokens, chunk_rows=chunk_rows, dtype=dtype, placement=placement
         )
 
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # a mixture of experts maps itself over it
+    # Expert parallelism: the mixture of experts maps itself over the mesh being traced for. Only then:
+    # traced under it, the steps of two hosts with the same mesh shape (v5e and v5p) lowered in one
+    # process came out different from each lowered alone.
+    parallel = "expert" in mesh.axis_names
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if parallel else contextlib.nullcontext():
         logits, cache = _per_shard(shard_forward)(cache, tokens, chunk_rows)  # [data, L, V]
     rows = logits.shape[:2]
     settings = [

@@ -53,7 +53,7 @@ def check_mesh(config: TransformerConfig, mesh: Mesh, slots: int) -> None:
             f"max_batch_size {slots} is not a multiple of the mesh's data axis ({data}): every data "
             f"shard holds the same number of slots; use a multiple of {data}"
         )
-    expert = mesh.shape["expert"]
+    expert = mesh.shape.get("expert", 1)
     if expert > 1 and (not config.num_experts or config.num_experts % expert):
         experts = f"{config.num_experts} experts" if config.num_experts else "no mixture of experts"
         raise ValueError(
