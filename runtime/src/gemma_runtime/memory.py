@@ -5,7 +5,8 @@ JAX-free and pure, so the three users share it: the runtime checks a plan before
 operator checks a GemmaServer before creating a workload (and fills an unset maxBatchSize), and the
 README's "what fits where" table is generated from it. It mirrors the engine exactly: the weight layout of
 ``serve/layout.py`` (heads, KV heads, FFN hidden axis and vocabulary split over ``tensor`` when it divides
-them, everything else replicated; every weight replicated over ``data``) and the KV cache of
+them, a mixture of experts' experts over ``expert``, everything else replicated; every weight replicated
+over ``data``) and the KV cache of
 ``model/attention.py`` (keys and values per slot, a window-sized ring on local layers, an int32 position
 per entry; KV heads over ``tensor``, slots over ``data``). The tests check it against the arrays the
 engine places on 8 simulated devices.

@@ -221,9 +221,9 @@ def _parallel_experts(
     """:func:`experts` mapped over the mesh: tokens as the step holds them (rows over ``products.
     token_axes``, replicated over ``expert`` and ``tensor``), the experts' weights as the logical-axis table
     splits them (gathered over ``fsdp`` first, as FSDP does)."""
-    count, split = _experts(p), mesh.shape["expert"]
-    if count % split:
-        raise ValueError(f"mesh expert {split} does not divide the model's {count} experts; use a divisor")
+    count, degree = _experts(p), mesh.shape["expert"]
+    if count % degree:
+        raise ValueError(f"mesh expert {degree} does not divide the model's {count} experts; use a divisor")
     rows = PartitionSpec(tuple(a for a in products.token_axes if mesh.shape.get(a, 1) > 1) or None)
     names = ("experts_gate", "experts_up", "experts_down")
     axes = (("experts", None, "mlp"), ("experts", None, "mlp"), ("experts", "mlp", None))

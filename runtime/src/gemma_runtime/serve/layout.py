@@ -14,8 +14,9 @@ axis over ``data`` ("batch" in the table), so each data replica holds only its o
 
 Gemma 4: global and local layers differ in KV heads and head dim, so units are taken per layer; a layer has no
 v where keys double as values; the mixture of experts and the per-layer scalar are laid out by the same table
-(experts' hidden axis over ``tensor``, the rest replicated), and so are the E models' per-layer input table
-and projection (``Weights.per_layer``). A KV-shared layer's cache is empty.
+(the experts over ``expert`` where the mesh has that axis, their hidden axis over ``tensor``, the rest
+replicated), and so are the E models' per-layer input table and projection (``Weights.per_layer``). A
+KV-shared layer's cache is empty.
 """
 
 from __future__ import annotations
