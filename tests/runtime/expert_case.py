@@ -49,7 +49,7 @@ def main() -> None:
         def loss(
             p: dict[str, jax.Array], x: jax.Array, share: jax.Array, grouped: bool = grouped
         ) -> jax.Array:
-            y = experts(config, p, x, chosen, share, products=Products(grouped_experts=grouped))
+            y = experts(p, x, chosen, share, products=Products(grouped_experts=grouped))
             return jnp.sum(y * y)
 
         value_and_grad = jax.value_and_grad(loss, argnums=(0, 1, 2))

@@ -141,8 +141,8 @@ def test_both_ways_of_running_the_experts_agree() -> None:
     params = model.layers[0].weights()
     x = jax.random.normal(jax.random.key(3), (7, config.embed_dim))
     chosen, weights = route(config, params, x)
-    grouped = experts(config, params, x, chosen, weights)
-    every = experts(config, params, x, chosen, weights, products=Products(grouped_experts=False))
+    grouped = experts(params, x, chosen, weights)
+    every = experts(params, x, chosen, weights, products=Products(grouped_experts=False))
     np.testing.assert_allclose(np.asarray(every), np.asarray(grouped), rtol=1e-5, atol=1e-6)
 
 
@@ -158,7 +158,7 @@ def test_both_ways_of_running_the_experts_have_the_same_gradients() -> None:
     names = ("experts_gate", "experts_up", "experts_down")
 
     def loss(trained: dict[str, jax.Array], products: Products) -> jax.Array:
-        out = experts(config, {**params, **trained}, x, chosen, weights, products=products)
+        out = experts({**params, **trained}, x, chosen, weights, products=products)
         return jnp.sum(jnp.sin(out))
 
     trained = {name: params[name] for name in names}

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
+from gemma_runtime.axes import mesh_axes
 from gemma_runtime.model.matmul import PLAIN, Int8, Products, Weight, ndim, take_rows
 from gemma_runtime.parallel.sharding import fitted_spec
 from gemma_runtime.variants import AttentionType, TransformerConfig
@@ -193,7 +194,6 @@ def route(config: TransformerConfig, p: Params, x: Array) -> tuple[Array, Array]
 
 
 def experts(
-    config: TransformerConfig,
     p: Params,
     x: Array,
     chosen: Array,
@@ -224,7 +224,8 @@ def _parallel_experts(
     count, degree = _experts(p), mesh.shape["expert"]
     if count % degree:
         raise ValueError(f"mesh expert {degree} does not divide the model's {count} experts; use a divisor")
-    rows = PartitionSpec(tuple(a for a in products.token_axes if mesh.shape.get(a, 1) > 1) or None)
+    token_axes = mesh_axes("batch") if products.token_axes is None else products.token_axes
+    rows = PartitionSpec(tuple(a for a in token_axes if mesh.shape.get(a, 1) > 1) or None)
     names = ("experts_gate", "experts_up", "experts_down")
     axes = (("experts", None, "mlp"), ("experts", None, "mlp"), ("experts", "mlp", None))
     split = {name: _expert_spec(p[name], logical, mesh) for name, logical in zip(names, axes, strict=True)}
@@ -323,7 +324,7 @@ def mixture_of_experts(config: TransformerConfig, p: Params, x: Array, products:
     b, t, d = x.shape
     flat = x.reshape(b * t, d)
     chosen, weights = route(config, p, flat)
-    out = experts(config, p, norm(config, flat, p["pre_ffw_norm_2"]), chosen, weights, products=products)
+    out = experts(p, norm(config, flat, p["pre_ffw_norm_2"]), chosen, weights, products=products)
     return norm(config, out.reshape(b, t, d), p["post_ffw_norm_2"])
 
 

@@ -57,13 +57,13 @@ class Products(NamedTuple):
     False runs every expert over every token, weighted by the router (zero for the unchosen), which a
     step mapped over shards with ``vmap`` needs (``ragged_dot`` has no batching rule).
     ``token_axes``: the mesh axes a step's token rows are split over where the mixture of experts maps
-    itself over the mesh (expert parallelism): the batch's, in training; none in serving, whose step is
-    mapped over ``data`` with ``vmap``."""
+    itself over the mesh (expert parallelism): None, the logical-axis table's batch axes (training); none
+    in serving, whose step is mapped over ``data`` with ``vmap``."""
 
     row_shards: Mapping[str, int] = types.MappingProxyType({})
     platform: str | None = None
     grouped_experts: bool = True
-    token_axes: tuple[str, ...] = ("data", "fsdp")
+    token_axes: tuple[str, ...] | None = None
 
     def __call__(self, x: Array, weight: Weight, spec: str, name: str = "") -> Array:
         return project(x, weight, spec, self.row_shards.get(name, 1), self.platform)
