@@ -5,11 +5,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from flax import nnx
@@ -19,8 +15,7 @@ from gemma_runtime.checkpoint.params import variables
 from gemma_runtime.model import Transformer, tiny_config
 from gemma_runtime.parallel.mesh import resolve_shape
 from gemma_runtime.variants import TransformerConfig
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.runtime.simulated import run_json
 
 
 @pytest.mark.parametrize(
@@ -97,17 +92,7 @@ _SCRIPT = textwrap.dedent(
 
 def test_sharded_forward_equals_unsharded_on_8_cpu_devices() -> None:
     meshes = [[8, 1, 1], [2, 4, 1], [1, 4, 2], [2, 2, 2]]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(meshes)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = json.loads(out.stdout.strip().splitlines()[-1])
+    results = run_json(["-c", _SCRIPT, json.dumps(meshes)])
     for shape, result in results.items():
         assert result["max_abs_diff"] < 1e-4, (shape, result)
     assert results["[8, 1, 1]"]["q_devices"] == 8  # replicated across data parallelism
@@ -123,18 +108,7 @@ def test_multislice_meshes_span_slices_only_along_data() -> None:
 
 
 def test_experts_split_over_the_expert_axis_give_one_devices_values_and_gradients() -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.runtime.expert_case"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = json.loads(out.stdout.strip().splitlines()[-1])
+    results = run_json(["-m", "tests.runtime.expert_case"])
     assert sorted(results) == ["every", "grouped"]  # training's grouped products, serving's loop
     for how, found in results.items():
         # The loss, then the gradients of the three expert weights, the tokens and the router's shares.

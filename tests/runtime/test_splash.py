@@ -7,9 +7,6 @@ kernel is chosen only for a TPU mesh and a sequence a tile divides."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -21,6 +18,7 @@ import pytest
 from gemma_runtime.model import attention, splash
 from gemma_runtime.parallel.mesh import make_mesh
 from gemma_runtime.variants import AttentionType, TransformerConfig, tiny_config
+from tests.runtime.simulated import run_json
 
 T = 384  # three 128-token tiles: whole, partial and empty blocks of the mask
 
@@ -174,17 +172,7 @@ def test_splash_split_over_a_mesh_of_8_cpu_devices_attends_as_on_one() -> None:
     """Batch over data and fsdp, heads over tensor: on the KV heads where they divide, else on the query
     heads of each KV head (multi-query)."""
     cases = [[[2, 2, 2], 2], [[1, 2, 4], 1], [[4, 2, 1], 2]]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
-        [sys.executable, "-c", _SHARDED, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = run_json(["-c", _SHARDED, json.dumps(cases)])
     assert len(results) == len(cases)
     for case, result in results.items():
         assert result["diff"] < 2e-6, (case, result)

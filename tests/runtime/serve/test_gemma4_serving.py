@@ -11,10 +11,6 @@ int8 too)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -36,9 +32,9 @@ from tests.runtime.serve.helpers import Collect, reference_greedy, varied_model
 from tests.runtime.serve.sharded_cases import MAX_LEN as SHARDED_MAX_LEN
 from tests.runtime.serve.sharded_cases import SLOTS
 from tests.runtime.serve.test_load_sharded import assert_same
+from tests.runtime.simulated import run_json
 
 MAX_LEN = 64
-REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("kind", ["dense", "e", "moe"])
@@ -93,18 +89,7 @@ def test_loaded_weights_equal_the_loaded_model_extracted(
 
 
 def test_a_sharded_engine_serves_the_single_device_tokens() -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.runtime.serve.gemma4_sharded_case"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=900,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-5000:]
-    results = json.loads(out.stdout.strip().splitlines()[-1])
+    results = run_json(["-m", "tests.runtime.serve.gemma4_sharded_case"], timeout=900)
     assert sorted(results) == ["dense", "e", "moe", "moe-expert"]
     for case, found in results.items():
         assert found["tokens"] == found["reference"], case

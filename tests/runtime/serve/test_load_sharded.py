@@ -10,10 +10,6 @@ safetensors through ``params.load``, from our format through Orbax)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -33,8 +29,8 @@ from gemma_runtime.serve.load import load_weights, random_weights
 from gemma_runtime.serve.weights import extract
 from tests.fakes.checkpoints import hf_files, hf_tensors, official_tree
 from tests.runtime.serve.helpers import varied_model
+from tests.runtime.simulated import run_json
 
-REPO = Path(__file__).resolve().parents[3]
 MODES = [("float32", "none"), ("bfloat16", "none"), ("float32", "int8"), ("bfloat16", "int8")]
 
 
@@ -186,18 +182,7 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(tmp_path_factory.mktemp("sharded"))],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = run_json(["-c", _SCRIPT, str(tmp_path_factory.mktemp("sharded"))], timeout=900)
     return result
 
 

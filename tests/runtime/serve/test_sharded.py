@@ -14,18 +14,14 @@ and heads the tensor axis does not divide are refused with messages that name th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gemma_runtime import memory
 from tests.runtime.serve.sharded_cases import MAX_LEN, MAX_SEGMENTS, SLOTS, config_of
+from tests.runtime.simulated import run_json
 
-REPO = Path(__file__).resolve().parents[3]
 MESHES = [(1, 8), (2, 4), (4, 2), (8, 1)]
 KV_HEADS = {1: 1, 2: 4, 3: 2}
 # int8 on alternate meshes, shifted by generation: each generation and each mesh runs both dtypes.
@@ -44,24 +40,13 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    env = {
-        **os.environ,
-        # Unoptimised CPU code: compiling the 18 engines' steps takes half as long, and the tokens are
-        # compared between engines compiled alike.
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0",
-        "JAX_PLATFORMS": "cpu",
-    }
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.runtime.serve.sharded_cases", json.dumps(CASES)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
+    # Unoptimised CPU code: compiling the 18 engines' steps takes half as long, and the tokens are
+    # compared between engines compiled alike.
+    found: dict[str, Any] = run_json(
+        ["-m", "tests.runtime.serve.sharded_cases", json.dumps(CASES)],
         timeout=900,
-        check=False,
+        xla_flags="--xla_backend_optimization_level=0",
     )
-    assert out.returncode == 0, out.stderr[-5000:]
-    found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return found
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,13 +12,9 @@ from typing import Any
 
 import yaml
 
+from tests.runtime import simulated
+
 RUNTIME = [sys.executable, "-m", "gemma_runtime"]
-
-
-def env(devices: int = 1, **extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    out.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
-    return out
 
 
 def config(tmp: Path, name: str = "t", **changes: Any) -> Path:
@@ -57,7 +52,7 @@ def train(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*RUNTIME, "train", "--no-progress", *args],
-        env=env(devices, **extra),
+        env=simulated.env(devices, **extra),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -68,7 +63,7 @@ def train(
 def start(args: list[str], *, devices: int = 1, **extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*RUNTIME, "train", "--no-progress", *args],
-        env=env(devices, **extra),
+        env=simulated.env(devices, **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
