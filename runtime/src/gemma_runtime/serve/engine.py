@@ -316,8 +316,8 @@ def _step(
         )
 
     # Expert parallelism: the mixture of experts maps itself over the mesh being traced for. Only then:
-    # traced under it, the steps of two hosts with the same mesh shape (v5e and v5p) lowered in one
-    # process came out different from each lowered alone.
+    # with every step traced under it, four v5p steps of the tpu tier lowered differently after the
+    # tier's other cells in one process than each alone (cause not isolated); without, as before.
     parallel = "expert" in mesh.axis_names
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if parallel else contextlib.nullcontext():
         logits, cache = _per_shard(shard_forward)(cache, tokens, chunk_rows)  # [data, L, V]
