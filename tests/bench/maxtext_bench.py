@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 from gemma_runtime.config import TrainConfig
 from gemma_runtime.model import preset
-from gemma_runtime.plan import training
+from gemma_runtime.plan import training, usage
 from gemma_runtime.plan.compiled import Program, compile_one
 from gemma_runtime.plan.search import largest_fitting
 from gemma_runtime.plan.topology import chip, slice_devices
@@ -66,28 +65,18 @@ def _usable() -> int:
 
 # --- XLA's memory-usage report ---------------------------------------------------------------------------
 
-_ROW = re.compile(r"^\s*[\d.]+\w+\(\s*\d+%\);\s*([\d.]+)(\w+);\s*\d+;\s*\d+;\s*(.+)$")
-_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 
-
-def memory_report(folder: Path, module: str, top: int = TOP_BUFFERS) -> dict[str, Any]:
-    """From the memory-usage report XLA dumped for ``module`` (the compiled step): the total of its
-    buffer assignment's allocations in HBM (the default memory space), and its ``top`` largest
-    allocations, each with the shapes of the values that share it. Where a program does not fit, the
-    total is the bytes the out-of-memory message names; on scanned MaxText steps that compiled it is less
-    than XLA's memory analysis sums (which then exceeds the chip)."""
-    reports = sorted(folder.glob(f"*{module}*after_optimizations-memory-usage-report.txt"))
-    if not reports:
+def memory_report(folder: Path, module: str) -> dict[str, Any]:
+    """``plan.usage``'s reading of the memory-usage report XLA dumped for ``module`` (MaxText's step), as
+    the runs keep it: the HBM total and the largest allocations."""
+    report = usage.read(folder, module, TOP_BUFFERS)
+    if report is None:
         return {}
-    lines = reports[0].read_text().splitlines()
-    total = re.match(r"Total bytes: (\d+)", lines[1])
-    rows: list[dict[str, Any]] = []
-    for line in lines[4:]:
-        match = _ROW.match(line)
-        if match is None or len(rows) == top:
-            break  # the end of the first (default, HBM) memory space
-        rows.append({"bytes": int(float(match[1]) * _UNITS.get(match[2], 1)), "shapes": match[3].strip()})
-    return {"hbm_report_bytes": int(total[1]) if total else None, "largest_buffers": rows}
+    return _usage(report.hbm_bytes, report.largest)
+
+
+def _usage(hbm_bytes: int | None, largest: tuple[usage.Buffer, ...]) -> dict[str, Any]:
+    return {"hbm_report_bytes": hbm_bytes, "largest_buffers": [dataclasses.asdict(b) for b in largest]}
 
 
 # --- MaxText ------------------------------------------------------------------------------------------
@@ -195,6 +184,7 @@ def maxtext_program(run: dict[str, Any]) -> Program:
         bytes_accessed=run.get("bytes_accessed", 0.0),
         compile_seconds=run.get("compile_seconds", 0.0),
         error=run.get("error"),
+        hbm_bytes=run.get("hbm_report_bytes"),
     )
 
 
@@ -230,22 +220,21 @@ def our_command(model: str, batch: int, remat: str) -> str:
     )
 
 
-class _Dumping:
-    """A lowered program whose compile also writes XLA's dumps (the memory-usage report) to ``folder``."""
+class _Keeping:
+    """A lowered program that keeps what it compiled to (its text names the Pallas kernels)."""
 
-    def __init__(self, lowered: Any, folder: Path) -> None:
-        self.lowered, self.folder = lowered, folder
+    def __init__(self, lowered: Any) -> None:
+        self.lowered = lowered
         self.compiled: Any = None
 
-    def compile(self) -> Any:
-        self.compiled = self.lowered.compile(compiler_options={"xla_dump_to": str(self.folder)})
+    def compile(self, compiler_options: dict[str, Any] | None = None) -> Any:
+        self.compiled = self.lowered.compile(compiler_options=compiler_options)
         return self.compiled
 
 
 @dataclasses.dataclass
 class Ours:
     devices: list[Any]
-    work: Path
     runs: dict[tuple[str, int, str, int | None], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def compile(
@@ -260,13 +249,11 @@ class Ours:
         shape = preset(model).replace(num_layers=layers) if layers is not None else None
         started = time.monotonic()
         config = our_config(model, batch, remat, unrolled=unrolled)
-        lowered = training.lower(config, self.devices, shape)
-        dump = self.work / f"dump-{model}-{batch}-{remat}-{layers}-{unrolled}"
-        dumping = _Dumping(lowered, dump)
-        program = compile_one(f"{model} batch {batch} remat {remat}", dumping)
+        keeping = _Keeping(training.lower(config, self.devices, shape))
+        program = compile_one(f"{model} batch {batch} remat {remat}", keeping)
         run = program.to_dict()
         if program.fits:
-            run["kernels"] = pallas_kernels(dumping.compiled.as_text())
+            run["kernels"] = pallas_kernels(keeping.compiled.as_text())
         run["wall_seconds"] = round(time.monotonic() - started, 1)
         run["command"] = (
             our_command(model, batch, remat)
@@ -274,8 +261,7 @@ class Ours:
             else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}"
             + (", training.attention=xla, training.scan_layers=false" if unrolled else "")
         )
-        run.update(memory_report(dump, "jit_traced"))  # train.step.compile_step's jitted function
-        shutil.rmtree(dump, ignore_errors=True)
+        run.update(_usage(program.hbm_bytes, program.largest_buffers))
         print(
             f"ours {model} batch {batch} {remat} layers {layers or 'all'}: "
             f"{program.total_bytes / 2**30:.2f} GiB, fits {program.fits}, "
@@ -407,7 +393,7 @@ def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gemma-maxtext-bench-") as folder:
         work = Path(folder)
         maxtext = MaxText(python, work / "maxtext")
-        ours = Ours(slice_devices(ACCELERATOR, TOPOLOGY), work / "ours")
+        ours = Ours(slice_devices(ACCELERATOR, TOPOLOGY))
         for model in MODELS:
             shape = preset(model)
             out["models"][model] = {

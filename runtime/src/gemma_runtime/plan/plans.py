@@ -184,7 +184,7 @@ def _largest_slots(
 
 def _slots_note(found: Largest, data: int, chunk: int) -> str:
     tried = ", ".join(
-        f"{size * data} {'fits' if p.fits else 'does not'} ({p.total_bytes / memory.GiB:.2f} GiB)"
+        f"{size * data} {'fits' if p.fits else 'does not'} ({p.peak_bytes / memory.GiB:.2f} GiB)"
         for size, p in sorted(found.compiled.items())
     )
     if found.size is None:
@@ -227,7 +227,7 @@ def training_plan(
         found = largest_fitting(compile_at, per_device, usable, MAX_DEVICE_BATCH, slope=slope)
         largest, proven = found.size, found.proven
         tried = ", ".join(
-            f"{size} {'fits' if p.fits else 'does not'} ({p.total_bytes / memory.GiB:.2f} GiB)"
+            f"{size} {'fits' if p.fits else 'does not'} ({p.peak_bytes / memory.GiB:.2f} GiB)"
             for size, p in sorted(found.compiled.items())
         )
         note = (

@@ -61,7 +61,7 @@ def _guess(seen: dict[int, Program], fit: int, miss: int, usable: int, prior: fl
     """The next size to compile: where a line through the measured sizes nearest the boundary (or through
     one size with the ``prior`` slope) meets ``usable``, strictly between what fits and what does not."""
     low, high = fit + 1, miss - 1
-    measured = [(s, p.total_bytes) for s, p in seen.items() if p.total_bytes]
+    measured = [(s, p.peak_bytes) for s, p in seen.items() if p.peak_bytes]
     anchor = fit or min(seen)
     measured.sort(key=lambda m: abs(m[0] - anchor))
     slope = prior
