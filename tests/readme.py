@@ -52,6 +52,10 @@ ELSEWHERE = {
         "tests/runtime/serve/test_openai_client.py",
         "needs the forwarded TPU server: the runtime tier chats with a real server",
     ),
+    "gemma-runtime plan --train --variant gemma2-9b": (
+        "tests/tpu/test_plans.py",
+        "eleven minutes of compiles on two cores: the tpu tier plans training for v5e 4x4 on the tiny preset",
+    ),
     "gemma-operator run": (
         "tests/cluster/operator/conftest.py",
         "the cluster tier runs the operator process",

@@ -164,7 +164,7 @@ class MaxText:
                 out.write(json.dumps(run) + "\n")
         print(
             f"maxtext {model} batch {batch} {policy} layers {layers or 'all'}: "
-            f"{program.total_bytes / 2**30:.2f} GiB, fits {program.fits}, "
+            f"{program.peak_bytes / 2**30:.2f} GiB, fits {program.fits}, "
             f"compile {run['compile_seconds']:.0f} s",
             file=sys.stderr,
             flush=True,
@@ -264,7 +264,7 @@ class Ours:
         run.update(_usage(program.hbm_bytes, program.largest_buffers))
         print(
             f"ours {model} batch {batch} {remat} layers {layers or 'all'}: "
-            f"{program.total_bytes / 2**30:.2f} GiB, fits {program.fits}, "
+            f"{program.peak_bytes / 2**30:.2f} GiB, fits {program.fits}, "
             f"compile {program.compile_seconds:.0f} s",
             file=sys.stderr,
             flush=True,
@@ -367,9 +367,9 @@ def side(backend: Side, model: str, policies: tuple[str, ...], every_policy: boo
     if cheapest and cheapest != "full":
         out["flops_cheapest"] = extrapolated(backend, model, cheapest)
     out["at_batch_2"] = {
-        policy: _summary(r)
-        for (m, b, policy, n), r in backend.runs.items()
-        if m == model and b == BATCH and n is None
+        key[2]: _summary(r)
+        for key, r in backend.runs.items()  # ours also keeps 1-layer steps "as run" under 5-part keys
+        if key[:2] == (model, BATCH) and key[3:] == (None,)
     }
     one_layer = backend.compile(model, BATCH, "full", 1, for_flops=False)
     out["largest_buffers_1_layer"] = one_layer.get("largest_buffers", [])

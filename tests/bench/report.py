@@ -213,12 +213,14 @@ def _gib(n: float) -> str:
 
 
 def _fit(run: dict[str, Any]) -> str:
-    """A compile's per-chip bytes: XLA's memory analysis and its memory-usage report's HBM total when it
-    compiled, what the compiler said it needs when it did not."""
+    """A compile's per-chip bytes: the HBM its buffer assignment spans (XLA's memory-usage report) and its
+    memory analysis when it compiled, what the compiler said it needs when it did not."""
     if not run["fits"]:
         return f"does not fit: needs {_gib(run['total_bytes'])}"
     hbm = run.get("hbm_report_bytes")
-    return _gib(run["total_bytes"]) + (f" (report {_gib(hbm)})" if hbm else "")
+    if not hbm:
+        return f"analysis {_gib(run['total_bytes'])}"
+    return f"{_gib(hbm)} (analysis {_gib(run['total_bytes'])})"
 
 
 def _largest(search: dict[str, Any] | None) -> str:
@@ -292,11 +294,12 @@ def maxtext_section(r: dict[str, Any]) -> list[str]:
         f"{r['per_device_batch']} unless said. MaxText {v['maxtext']} (jax {v['maxtext_jax']}, libtpu "
         f"{v['maxtext_libtpu']}) in its own Python 3.12 environment, compiled as its `train_compile` does; "
         f"gemma-runtime's step is `gemma-runtime plan --train`'s (jax {v['jax']}, libtpu {v['libtpu']}). "
-        "Figures per chip: XLA's memory analysis (arguments + outputs not aliased + temporaries) and, in "
-        "brackets, the HBM total of its memory-usage report (the allocations of its buffer assignment; "
-        "less than the memory analysis on the scanned MaxText steps, several of which compiled though the "
-        "analysis sums to more than the chip); the compiler's out-of-memory message where a step does not "
-        "fit; its cost analysis. A step fits when it compiles; "
+        "Figures per chip: the HBM that the compiler's buffer assignment spans (its memory-usage report; "
+        "what it checks against the chip, and the figure its out-of-memory message names where a step "
+        "does not fit) and, in brackets, XLA's memory analysis (arguments + outputs not aliased + "
+        "temporaries), which counts every temporary allocation apart and so runs past the HBM figure on "
+        "steps with their layers in a scan, beyond the chip on several that compiled; its cost analysis. "
+        "A step fits when it compiles; "
         f"the chip's usable HBM is {_gib(r['usable_bytes'])}. FLOPs and bytes accessed count a scanned "
         "loop's body once, so both "
         "are extrapolated from 1- and 2-layer unrolled compiles: total = f(1) + (layers - 1) x "
@@ -308,8 +311,6 @@ def maxtext_section(r: dict[str, Any]) -> list[str]:
         f"{r.get('date', 'this machine')}.",
         "",
     ]
-    if r.get("ours_since"):  # a change to our step after the run, with what it was measured to buy
-        lines += [f"**Since this run:** {r['ours_since']}", ""]
     for model, m in r["models"].items():
         mt, ours = m["maxtext"], m["ours"]
         rows = [

@@ -42,9 +42,9 @@ def test_the_readme_compiles_expert_parallel_serving_of_the_mixture_of_experts()
     prints."""
     printed = readme.run(readme.find("gemma-runtime plan --variant gemma4-26b-a4b"), timeout=1800)
     assert "mesh data x expert x tensor = 2x2x2), 64 slots x 8192 tokens" in printed
-    # "chunk", "1024", arguments, outputs, in place, temporary, total, fits, ...
+    # "chunk", "1024", arguments, outputs, in place, temporary, total, HBM, fits, ...
     chunk = _row(printed, "chunk 1024")
-    assert chunk[7] == "yes", chunk
+    assert chunk[8] == "yes", chunk
     compiled = float(chunk[6].removesuffix("G"))
     modelled = re.search(
         r"= ([\d.]+) GiB of [\d.]+ GiB usable.*; ([+-][\d.]+) % against the compiler", printed

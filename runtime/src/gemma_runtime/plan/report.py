@@ -105,7 +105,7 @@ class Plan:
             diff = (model - peak.total_bytes) / peak.total_bytes * 100 if peak.total_bytes else 0.0
             lines.append(
                 f"memory model (what the operator checks): {self.memory_model['summary']}; "
-                f"{diff:+.1f} % against the compiler"
+                f"{diff:+.1f} % against the compiler's total"
             )
         if self.largest_note:
             lines.append(self.largest_note)

@@ -68,6 +68,8 @@ def compile_step(
     (``count_flops``; else whatever XLA counted, see :func:`counted_whole`)."""
     h = config.training
     name = f"train batch {h.global_batch_size} x {h.sequence_length}"
+    if shape is not None:  # a cut-down step (the FLOP count's), named so in the progress log
+        name += f", {shape.num_layers} layers"
     program = compile_one(name, lower(config, devices, shape))
     if not count_flops or not program.fits or counted_whole(config, shape):
         return program
