@@ -7,9 +7,11 @@ its ``train_compile``; ours is ``gemma_runtime.plan``'s training step in this pr
 For each model and side: per-chip memory at per-device batch 2 under full remat; the largest per-device
 batch that fits under full remat and under the cheapest remat policy that fits at batch 2 (found by
 compiling, each side's own policies); compiled FLOPs and bytes accessed per chip and step, extrapolated
-from unrolled 1- and 2-layer compiles (XLA counts a scanned loop's body once), over the model's FLOPs;
-and, as evidence of where the bytes go, the largest buffers of the 1-layer step from XLA's memory-usage
-report. Every figure is XLA's memory or cost analysis, or its out-of-memory message.
+from unrolled 1- and 2-layer compiles (XLA counts a scanned loop's body once), over the model's FLOPs
+(ours with XLA's attention, and again with our splash kernel, as MaxText's own compiles run theirs: XLA
+counts a kernel as no FLOPs); and, as evidence of where the bytes go, the largest buffers of the 1-layer
+step from XLA's memory-usage report. Every figure is XLA's memory or cost analysis, or its out-of-memory
+message. Memory per chip is the HBM the buffer assignment spans (``plan.usage``), beside the analysis.
 
 usage: python -m tests.bench.maxtext_bench [--output bench/maxtext.json]
 """
@@ -115,29 +117,50 @@ def maxtext_command(args: list[str]) -> str:
     )
 
 
+Key = tuple[Any, ...]  # (model, batch, policy, layers), and ours: the mode where not "xla"
+
+
+class Kept:
+    """``GEMMA_MAXTEXT_BENCH_RUNS`` names a JSON-lines file that keeps every compile's result, each side's
+    under its name, and is read back first: a rerun (after a failure, or after a change to the report)
+    compiles only what is missing. Without it nothing is kept."""
+
+    def __init__(self, side: str) -> None:
+        self.side = side
+        name = os.environ.get("GEMMA_MAXTEXT_BENCH_RUNS")
+        self.path = Path(name) if name else None
+
+    def load(self) -> dict[Key, dict[str, Any]]:
+        if self.path is None or not self.path.exists():
+            return {}
+        runs = (json.loads(line) for line in self.path.read_text().splitlines())
+        return {
+            tuple(r["key"]): {**r, "read_back": True} for r in runs if r.get("side", "maxtext") == self.side
+        }
+
+    def add(self, key: Key, run: dict[str, Any]) -> None:
+        run.update(key=list(key), side=self.side)
+        if self.path is not None:
+            with self.path.open("a") as out:
+                out.write(json.dumps(run) + "\n")
+
+
 @dataclasses.dataclass
 class MaxText:
-    """MaxText's compiles, each in a subprocess of its own environment; ``GEMMA_MAXTEXT_BENCH_RUNS``
-    names a JSON-lines file that keeps every result and is read back first (a rerun after a failure
-    compiles only what is missing)."""
+    """MaxText's compiles, each in a subprocess of its own environment."""
 
     python: Path
     work: Path
-    runs: dict[tuple[str, int, str, int | None], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    runs: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.kept = (
-            Path(os.environ["GEMMA_MAXTEXT_BENCH_RUNS"]) if "GEMMA_MAXTEXT_BENCH_RUNS" in os.environ else None
-        )
-        if self.kept and self.kept.exists():
-            for line in self.kept.read_text().splitlines():
-                run = json.loads(line)
-                self.runs[tuple(run["key"])] = run
+        self.kept = Kept("maxtext")
+        self.runs.update(self.kept.load())
 
     def compile(
-        self, model: str, batch: int, policy: str, layers: int | None = None, *, for_flops: bool = True
+        self, model: str, batch: int, policy: str, layers: int | None = None, *, mode: str = "xla"
     ) -> dict[str, Any]:
-        """``for_flops`` changes nothing here: MaxText's 1- and 2-layer steps run as MaxText runs them."""
+        """``mode`` changes nothing here: MaxText's 1- and 2-layer steps run as MaxText runs them."""
         key = (model, batch, policy, layers)
         if key in self.runs:
             return self.runs[key]
@@ -158,10 +181,8 @@ class MaxText:
         run.update(memory_report(dump, "jit_train_step"))
         shutil.rmtree(dump, ignore_errors=True)
         program = maxtext_program(run)
-        run.update(total_bytes=program.total_bytes, fits=program.fits, key=list(key))
-        if self.kept:
-            with self.kept.open("a") as out:
-                out.write(json.dumps(run) + "\n")
+        run.update(total_bytes=program.total_bytes, fits=program.fits)
+        self.kept.add(key, run)
         print(
             f"maxtext {model} batch {batch} {policy} layers {layers or 'all'}: "
             f"{program.peak_bytes / 2**30:.2f} GiB, fits {program.fits}, "
@@ -191,9 +212,18 @@ def maxtext_program(run: dict[str, Any]) -> Program:
 # --- ours ---------------------------------------------------------------------------------------------
 
 
-def our_config(model: str, batch: int, remat: str, *, unrolled: bool = False) -> TrainConfig:
-    """Our step as the trainer runs it (splash attention, scanned layers), or ``unrolled`` with XLA's
-    attention: what the FLOP extrapolation compiles (XLA counts a scan's body once and a kernel as none)."""
+# How our 1- and 2-layer steps compile: "xla", unrolled with XLA's attention (what the FLOP extrapolation
+# compiles: XLA counts a scan's body once and a kernel as none); "kernels", unrolled with the trainer's
+# splash attention (as MaxText's are, attention then counted by neither); "as run", as the trainer runs.
+MODES: dict[str, dict[str, Any]] = {
+    "xla": {"attention": "xla", "scan_layers": False},
+    "kernels": {"scan_layers": False},
+    "as run": {},
+}
+
+
+def our_config(model: str, batch: int, remat: str, *, mode: str = "as run") -> TrainConfig:
+    """Our step in one of the ``MODES``."""
     chips = 256
     return TrainConfig.model_validate(
         {
@@ -206,7 +236,7 @@ def our_config(model: str, batch: int, remat: str, *, unrolled: bool = False) ->
                 "global_batch_size": batch * chips,
                 "precision": "bf16",
                 "remat": remat,
-                **({"attention": "xla", "scan_layers": False} if unrolled else {}),
+                **MODES[mode],
             },
             "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         }
@@ -235,20 +265,26 @@ class _Keeping:
 @dataclasses.dataclass
 class Ours:
     devices: list[Any]
-    runs: dict[tuple[str, int, str, int | None], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    runs: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kept = Kept("ours")
+        self.runs.update(self.kept.load())
 
     def compile(
-        self, model: str, batch: int, remat: str, layers: int | None = None, *, for_flops: bool = True
+        self, model: str, batch: int, remat: str, layers: int | None = None, *, mode: str = "xla"
     ) -> dict[str, Any]:
-        """``layers``: that many of the preset's, compiled unrolled with XLA's attention where
-        ``for_flops`` (what the FLOP extrapolation needs), else as the trainer runs them."""
-        unrolled = layers is not None and for_flops
-        key = (model, batch, remat, layers) if for_flops else (model, batch, remat, layers, "as run")
+        """``layers``: that many of the preset's, compiled in ``mode`` (``MODES``); the whole step is
+        always compiled as the trainer runs it."""
+        mode = mode if layers is not None else "as run"
+        key: Key = (model, batch, remat, layers)
+        if layers is not None and mode != "xla":
+            key += (mode,)
         if key in self.runs:
             return self.runs[key]
         shape = preset(model).replace(num_layers=layers) if layers is not None else None
         started = time.monotonic()
-        config = our_config(model, batch, remat, unrolled=unrolled)
+        config = our_config(model, batch, remat, mode=mode)
         keeping = _Keeping(training.lower(config, self.devices, shape))
         program = compile_one(f"{model} batch {batch} remat {remat}", keeping)
         run = program.to_dict()
@@ -259,16 +295,17 @@ class Ours:
             our_command(model, batch, remat)
             if layers is None
             else f"gemma_runtime.plan.training.compile_step with the {model} preset's num_layers={layers}"
-            + (", training.attention=xla, training.scan_layers=false" if unrolled else "")
+            + "".join(f", training.{k}={str(v).lower()}" for k, v in MODES[mode].items())
         )
         run.update(_usage(program.hbm_bytes, program.largest_buffers))
         print(
-            f"ours {model} batch {batch} {remat} layers {layers or 'all'}: "
+            f"ours {model} batch {batch} {remat} layers {layers or 'all'} ({mode}): "
             f"{program.peak_bytes / 2**30:.2f} GiB, fits {program.fits}, "
             f"compile {program.compile_seconds:.0f} s",
             file=sys.stderr,
             flush=True,
         )
+        self.kept.add(key, run)
         self.runs[key] = run
         return run
 
@@ -323,10 +360,10 @@ def cheapest_policy(backend: Side, model: str, policies: tuple[str, ...]) -> str
     return policies[high]
 
 
-def extrapolated(backend: Side, model: str, policy: str) -> dict[str, Any]:
+def extrapolated(backend: Side, model: str, policy: str, mode: str = "xla") -> dict[str, Any]:
     """Compiled FLOPs and bytes accessed per chip for the whole depth, from 1 and 2 unrolled layers."""
     layers = preset(model).num_layers
-    one, two = (_program(backend.compile(model, BATCH, policy, n)) for n in (1, 2))
+    one, two = (_program(backend.compile(model, BATCH, policy, n, mode=mode)) for n in (1, 2))
     out: dict[str, Any] = {"policy": policy, "layers": layers, "fits": one.fits and two.fits}
     if not out["fits"]:
         return out  # no cost analysis without a compiled program
@@ -368,10 +405,12 @@ def side(backend: Side, model: str, policies: tuple[str, ...], every_policy: boo
         out["flops_cheapest"] = extrapolated(backend, model, cheapest)
     out["at_batch_2"] = {
         key[2]: _summary(r)
-        for key, r in backend.runs.items()  # ours also keeps 1-layer steps "as run" under 5-part keys
+        for key, r in backend.runs.items()  # ours also keeps 1- and 2-layer steps under 5-part keys
         if key[:2] == (model, BATCH) and key[3:] == (None,)
     }
-    one_layer = backend.compile(model, BATCH, "full", 1, for_flops=False)
+    if isinstance(backend, Ours):  # attention left out of the count as MaxText's own compiles leave it
+        out["flops_kernels"] = extrapolated(backend, model, "full", mode="kernels")
+    one_layer = backend.compile(model, BATCH, "full", 1, mode="as run")
     out["largest_buffers_1_layer"] = one_layer.get("largest_buffers", [])
     return out
 
