@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ from gemma_runtime.plan.compiled import Program, compile_one
 from gemma_runtime.plan.search import largest_fitting
 from gemma_runtime.plan.topology import chip, slice_devices
 from gemma_runtime.train import flops
+from gemma_runtime.train.step import LOSS_CHUNK
 from tests.bench import maxtext_env, results
 from tests.bench.maxtext_driver import pallas_kernels
 
@@ -379,6 +381,22 @@ def extrapolated(backend: Side, model: str, policy: str, mode: str = "xla") -> d
     }
 
 
+def loss_chunks(model: str) -> dict[str, Any]:
+    """Our loss runs as a scan over chunks of the sequence (``train.step.LOSS_CHUNK``), which XLA's FLOP
+    count has once. By count, not compiled: each position of a chunk costs 8 x d x V FLOPs (the logits,
+    their recomputation in the backward pass, and the backward's two products), 2 x d x V of it the
+    recomputation, which MaxText, holding the whole sequence's logits, does not do."""
+    shape = preset(model)
+    chunks = SEQUENCE // math.gcd(SEQUENCE, LOSS_CHUNK)
+    per_position = shape.embed_dim * shape.vocab_size
+    return {
+        "chunk": SEQUENCE // chunks,
+        "chunks": chunks,
+        "uncounted_flops_estimate": 8 * per_position * BATCH * SEQUENCE * (chunks - 1) / chunks,
+        "recompute_flops_estimate": 2 * per_position * BATCH * SEQUENCE,
+    }
+
+
 def model_flops_per_chip(model: str) -> float:
     """Our count (``train.flops``: 6 x matrix weights per token, attention over the full context, both
     directions), per chip for a step of per-device batch 2."""
@@ -410,6 +428,7 @@ def side(backend: Side, model: str, policies: tuple[str, ...], every_policy: boo
     }
     if isinstance(backend, Ours):  # attention left out of the count as MaxText's own compiles leave it
         out["flops_kernels"] = extrapolated(backend, model, "full", mode="kernels")
+        out["loss_chunks"] = loss_chunks(model)
     one_layer = backend.compile(model, BATCH, "full", 1, mode="as run")
     out["largest_buffers_1_layer"] = one_layer.get("largest_buffers", [])
     return out

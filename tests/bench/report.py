@@ -251,6 +251,24 @@ def _buffers(rows: list[dict[str, Any]]) -> str:
     return "; ".join(f"{_gib(r['bytes'])}: {r['shapes']}" for r in rows[:4]) or "-"
 
 
+def _loss_chunks(m: dict[str, Any]) -> list[str]:
+    """Our loss's chunks that XLA's FLOP count leaves out, by count (``maxtext_bench.loss_chunks``)."""
+    c, kernels, mt = m["ours"].get("loss_chunks"), m["ours"].get("flops_kernels"), m["maxtext"]["flops_full"]
+    if not c or not kernels or not kernels["fits"] or not mt["fits"]:
+        return []
+    whole = kernels["flops"] + c["uncounted_flops_estimate"]
+    return [
+        f"XLA counts our loss's loop over {c['chunks']} chunks of {c['chunk']} positions once. By count (8 x "
+        "d x V FLOPs per position: the logits, their recomputation in the backward pass and the backward's "
+        f"two products), the other chunks add about {c['uncounted_flops_estimate'] / 1e12:,.1f} TFLOP per "
+        f"chip: about {whole / 1e12:,.1f} TFLOP with splash on both sides, {whole / mt['flops']:.3f}x "
+        f"MaxText's. The logits recomputed in the backward pass, which keep one chunk's logits live "
+        f"instead of the whole sequence's, are {c['recompute_flops_estimate'] / 1e12:,.1f} TFLOP of that "
+        "(MaxText keeps the whole sequence's logits). These two figures are counts, not compiled ones.",
+        "",
+    ]
+
+
 def _diagnosis(r: dict[str, Any], m: dict[str, Any]) -> list[str]:
     """What the shapes in our 1-layer step's largest allocations show, where our step does not fit."""
     if m["ours"]["batch_2_full"]["fits"] or not m["ours"]["largest_buffers_1_layer"]:
@@ -410,6 +428,7 @@ def maxtext_section(r: dict[str, Any]) -> list[str]:
                 else "."
             ),
             "",
+            *_loss_chunks(m),
             *_diagnosis(r, m),
         ]
     lines += [
