@@ -340,7 +340,11 @@ def maxtext_section(r: dict[str, Any]) -> list[str]:
         "MaxText's 1- and 2-layer steps run its splash attention kernel, which XLA counts as no FLOPs; "
         "ours compile with XLA's attention for the FLOP rows "
         "(every score over the whole context, both directions, its f32 score matrices read and written), "
-        "and once more with our splash kernel, which sets the same work beside MaxText's. "
+        "and once more with our splash kernel, which sets the same work beside MaxText's. XLA's count "
+        "has a loop's body once, and on slices this size it can turn an FSDP weight's products into loops "
+        "over its shards (collective matmuls; our Gemma 2 9B step on a v5e 4x4 counts 2.6x a layer's "
+        "forward FLOPs per layer for the 4x of full remat, 4.0x on a v5e 2x2); how much of that happens "
+        "here, on either side, was not measured: the FLOP rows are XLA's counts, lower bounds of the work. "
         "Google published 57.7 % MFU for MaxText on Gemma 7B at this configuration; nothing here measures "
         f"time (XLA's cost-model time {negative}is not shown). "
         f"`python -m tests.bench.maxtext_bench` on {r.get('date', 'this machine')}: {_compiles(r)}.",
