@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ from gemma_runtime.plan.compiled import Program, compile_one
 from gemma_runtime.plan.search import largest_fitting
 from gemma_runtime.plan.topology import chip, slice_devices
 from gemma_runtime.train import flops
-from gemma_runtime.train.step import LOSS_CHUNK
+from gemma_runtime.train.step import loss_chunk
 from tests.bench import maxtext_env, results
 from tests.bench.maxtext_driver import pallas_kernels
 
@@ -382,12 +381,12 @@ def extrapolated(backend: Side, model: str, policy: str, mode: str = "xla") -> d
 
 
 def loss_chunks(model: str) -> dict[str, Any]:
-    """Our loss runs as a scan over chunks of the sequence (``train.step.LOSS_CHUNK``), which XLA's FLOP
+    """Our loss runs as a scan over chunks of the sequence (``train.step.loss_chunk``), which XLA's FLOP
     count has once. By count, not compiled: each position of a chunk costs 8 x d x V FLOPs (the logits,
     their recomputation in the backward pass, and the backward's two products), 2 x d x V of it the
     recomputation, which MaxText, holding the whole sequence's logits, does not do."""
     shape = preset(model)
-    chunks = SEQUENCE // math.gcd(SEQUENCE, LOSS_CHUNK)
+    chunks = SEQUENCE // loss_chunk(SEQUENCE)
     per_position = shape.embed_dim * shape.vocab_size
     return {
         "chunk": SEQUENCE // chunks,

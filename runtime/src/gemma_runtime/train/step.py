@@ -64,12 +64,18 @@ def optimizer(h: Hyperparameters) -> optax.GradientTransformation:
 LOSS_CHUNK = 512
 
 
+def loss_chunk(length: int) -> int:
+    """Positions per chunk of the loss over a ``length``-token sequence: at most ``LOSS_CHUNK``, dividing
+    ``length``."""
+    return length if length <= LOSS_CHUNK else math.gcd(length, LOSS_CHUNK)
+
+
 def loss_sums(model: Transformer, batch: Batch) -> tuple[Array, Array]:
     """(sum of token losses, number of target tokens) for one batch."""
     tokens, positions, segments, targets, weights = batch
     hidden, _ = model.hidden(tokens, positions, segment_ids=segments)  # [B, L, D]
     length = hidden.shape[1]
-    size = length if length <= LOSS_CHUNK else math.gcd(length, LOSS_CHUNK)
+    size = loss_chunk(length)
 
     @jax.checkpoint
     def chunk_loss(h: Array, t: Array, w: Array) -> Array:
