@@ -4,6 +4,8 @@ is which only where they differ."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from gemma_runtime.memory import GiB
 from gemma_runtime.plan.compiled import Program
 from gemma_runtime.plan.report import Plan
@@ -54,3 +56,15 @@ def test_a_program_that_does_not_fit_shows_what_it_needs() -> None:
     assert "peak 16.23 GiB of 15.75 GiB usable per chip (train): does NOT fit" in text
     [row] = [line for line in text.splitlines() if line.strip().startswith("train")]
     assert row.split()[1:3] == ["16.23G", "no"]
+
+
+def test_the_memory_model_is_held_to_the_largest_total() -> None:
+    """As the committed cell figures are (``tests/tpu/generate.py``): the largest memory-analysis total,
+    even where another program spans more HBM."""
+    looped = _program("chunk 512", 6.0, 9.0)  # total 12 GiB, HBM 9
+    plain = _program("chunk 1024", 4.0, 10.0)  # total 10 GiB, HBM 10: the HBM peak
+    plan = dataclasses.replace(
+        _plan(looped, plain), memory_model={"total_bytes": int(12.6 * GiB), "summary": "modelled"}
+    )
+    assert plan.peak is plain
+    assert "modelled; +5.0 % against the compiler's total" in plan.text()
