@@ -301,8 +301,7 @@ def _compiles(r: dict[str, Any]) -> str:
     minutes = sum(run["wall_seconds"] for run in runs) / 60
     read_back = sum(bool(run.get("read_back")) for run in runs)
     kept = (
-        f", {read_back} of them read back from the kept results of earlier runs of the same code "
-        "(`GEMMA_MAXTEXT_BENCH_RUNS`)"
+        f", {read_back} of them read back from the kept results of earlier runs (`GEMMA_MAXTEXT_BENCH_RUNS`)"
         if read_back
         else ""
     )

@@ -69,7 +69,7 @@ def compile_step(
     h = config.training
     name = f"train batch {h.global_batch_size} x {h.sequence_length}"
     if shape is not None:  # a cut-down step (the FLOP count's), named so in the progress log
-        name += f", {shape.num_layers} layers"
+        name += f", {shape.num_layers} layer{'s' if shape.num_layers > 1 else ''}"
     program = compile_one(name, lower(config, devices, shape))
     if not count_flops or not program.fits or counted_whole(config, shape):
         return program
